@@ -1,0 +1,28 @@
+"""The backend interface every framework adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from kubeinfer.runtime.types import TensorSpec
+
+
+class Backend(ABC):
+    """One loaded model. ``execute`` may be called concurrently from ``instances`` threads."""
+
+    #: the model's own view of its tensors (batch dimension included when it batches,
+    #: -1 for dynamic dimensions); used to auto-complete a config that omits them.
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @abstractmethod
+    def execute(
+        self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """Run one batch. Arrays carry the batch dimension when the model batches."""
+
+    def unload(self) -> None:  # noqa: B027 - optional hook
+        """Release the model's resources."""

@@ -1,0 +1,196 @@
+"""A local model as a servable: validation against the signature, scheduling, warm-up.
+
+Requests arrive decoded (numpy inputs) from the protocol layer, are checked against the
+model's declared inputs, handed to the scheduler, and come back as outputs to encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from kubeinfer.runtime.batching.interface import Scheduler
+from kubeinfer.runtime.datatypes import from_numpy, to_numpy
+from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady
+from kubeinfer.runtime.repository import LoadedModel
+from kubeinfer.runtime.stats import ModelStats
+from kubeinfer.runtime.types import InferRequest, InferResponse
+
+log = logging.getLogger(__name__)
+
+
+class _InputCheck:
+    __slots__ = ("name", "dtype", "datatype", "dims", "optional", "reshape")
+
+    def __init__(self, name, datatype, dims, optional, reshape) -> None:
+        self.name = name
+        self.datatype = datatype
+        self.dtype = to_numpy(datatype)
+        self.dims = dims
+        self.optional = optional
+        self.reshape = reshape
+
+
+class ModelServable:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        scheduler_factory: Callable[[LoadedModel, ModelStats], Scheduler],
+    ) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.version = loaded.version
+        self.config = loaded.config
+        self.labels = loaded.labels
+        self.max_batch_size = loaded.config.max_batch_size
+        self.batched = self.max_batch_size > 0
+        self.stats = ModelStats(self.name, self.version)
+        self.scheduler = scheduler_factory(loaded, self.stats)
+        self._ready = False
+        self._accepting = False
+        self._checks = [
+            _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape)
+            for s in self.config.inputs()
+        ]
+        self._input_names = {c.name for c in self._checks}
+        self._output_names = {s.name for s in self.config.outputs()}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.scheduler.start()
+        await asyncio.get_running_loop().run_in_executor(None, self.warm_up)
+        self._ready = self._accepting = True
+
+    def mark_unready(self) -> None:
+        self._ready = False
+
+    async def drain(self) -> None:
+        self._ready = self._accepting = False
+        await self.scheduler.drain()
+        self.loaded.backend.unload()
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def pending_count(self) -> int:
+        return self.scheduler.pending_count()
+
+    def warm_up(self) -> None:
+        """Run the config's ``model_warmup`` samples, else one synthetic batch of zeros."""
+        backend, outputs = self.loaded.backend, [s.name for s in self.config.outputs()]
+        batch = (1,) if self.batched else ()
+        samples = []
+        for w in self.config.model_warmup:
+            feed = {}
+            for name, spec in w.inputs.items():
+                shape = ((w.batch_size,) if self.batched else ()) + tuple(spec.dims)
+                dtype = to_numpy(spec.data_type)
+                if spec.input_data_file:
+                    raw = (self.loaded.path.parent.parent / "warmup" / spec.input_data_file).read_bytes()
+                    feed[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+                elif spec.random_data and dtype.kind in "fiu":
+                    feed[name] = np.random.default_rng(0).random(shape).astype(dtype)
+                else:
+                    feed[name] = np.zeros(shape, dtype=dtype) if dtype.kind != "O" else np.full(shape, b"", dtype=object)
+            samples.extend([(w.name, feed)] * max(w.count, 1))
+        if samples:
+            for name, feed in samples:
+                backend.execute(feed, outputs)
+                log.info("warm-up sample '%s' ran", name)
+            return
+        feed = {}
+        for c in self._checks:
+            if c.optional:
+                continue
+            shape = batch + tuple(1 if d == -1 else d for d in (c.reshape or c.dims))
+            feed[c.name] = np.zeros(shape, dtype=c.dtype) if c.dtype.kind != "O" else np.full(shape, b"", dtype=object)
+        try:
+            backend.execute(feed, outputs)
+            log.info("warm-up ran one synthetic batch")
+        except Exception as exc:  # a synthetic batch may not suit every model
+            log.warning("synthetic warm-up failed (%s); set model_warmup in the config", exc)
+
+    # -- data plane --------------------------------------------------------------------
+    def validate(self, request: InferRequest) -> None:
+        inputs = request.inputs
+        batched = self.batched
+        batch = 0
+        for c in self._checks:
+            arr = inputs.get(c.name)
+            if arr is None:
+                if c.optional:
+                    continue
+                raise InvalidInput(f"model '{self.name}' expects input '{c.name}'")
+            if arr.dtype != c.dtype:
+                raise InvalidInput(
+                    f"input '{c.name}': datatype is {from_numpy(arr.dtype)}, model expects {c.datatype}"
+                )
+            shape = arr.shape
+            if batched:
+                if len(shape) != len(c.dims) + 1:
+                    raise InvalidInput(
+                        f"input '{c.name}': shape {list(shape)} does not match "
+                        f"[-1, {', '.join(map(str, c.dims))}] (batch dimension first)"
+                    )
+                b = shape[0]
+                if b < 1 or b > self.max_batch_size:
+                    raise InvalidInput(
+                        f"input '{c.name}': batch size {b} is outside 1..{self.max_batch_size}"
+                    )
+                if batch and b != batch:
+                    raise InvalidInput("inputs disagree on the batch size")
+                batch = b
+                rest = shape[1:]
+            else:
+                rest = shape
+            if len(rest) != len(c.dims) or any(d != -1 and d != s for d, s in zip(c.dims, rest)):
+                want = ([-1] if batched else []) + list(c.dims)
+                raise InvalidInput(f"input '{c.name}': shape {list(shape)} does not match {want}")
+            if c.reshape is not None:
+                inputs[c.name] = arr.reshape(shape[:1] + c.reshape if batched else c.reshape)
+        if len(inputs) > len(self._input_names) or not self._input_names.issuperset(inputs):
+            unknown = sorted(set(inputs) - self._input_names)
+            raise InvalidInput(f"model '{self.name}' has no input {', '.join(unknown)}")
+        if request.outputs is not None:
+            for o in request.outputs:
+                if o.name not in self._output_names:
+                    raise InvalidInput(f"model '{self.name}' has no output '{o.name}'")
+        request.batch_size = batch or 1
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        if not self._accepting:
+            raise ModelNotReady(f"model '{self.name}' is not ready")
+        try:
+            self.validate(request)
+        except InferError as exc:
+            self.stats.request_failed(0, exc.reason)
+            raise
+        outputs = await self.scheduler.infer(request)
+        return InferResponse(self.name, self.version, outputs, request.id)
+
+    # -- metadata ----------------------------------------------------------------------
+    def metadata(self) -> dict:
+        lead = [-1] if self.batched else []
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": self.config.platform or self.config.backend,
+            "inputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": lead + list(s.shape)}
+                for s in self.config.inputs()
+            ],
+            "outputs": [
+                {"name": s.name, "datatype": s.datatype, "shape": lead + list(s.shape)}
+                for s in self.config.outputs()
+            ],
+        }
+
+    def config_json(self) -> dict:
+        return self.config.to_json()
+
+    def statistics(self) -> dict:
+        return self.stats.to_json()
+

@@ -1,0 +1,1 @@
+"""The server layer: HTTP (FastAPI + a raw ASGI infer route), gRPC, metrics, lifecycle."""

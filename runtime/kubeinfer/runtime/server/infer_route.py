@@ -1,0 +1,154 @@
+"""``POST /v2/models/{m}[/versions/{v}]/infer`` as a raw ASGI handler.
+
+This is the hot path, so it skips FastAPI's routing, dependency injection and pydantic:
+read the body, decode straight into numpy, hand the request to the servable, encode with
+orjson. While the request waits, a watcher on the connection cancels it if the client
+disconnects, so an abandoned request never reaches the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kubeinfer.runtime.errors import InferError, InvalidInput, NotFound
+from kubeinfer.runtime.protocol.rest import decode_request, encode_response, error_body
+from kubeinfer.runtime.servable import Servable
+from kubeinfer.runtime.server.errors import http_status, message
+
+log = logging.getLogger(__name__)
+
+_JSON = [(b"content-type", b"application/json")]
+_HEADER_LEN = b"inference-header-content-length"
+
+
+def parse_infer_path(path: str) -> tuple[str, str | None] | None:
+    """``/v2/models/m/infer`` -> ("m", None); ``.../versions/2/infer`` -> ("m", "2")."""
+    parts = path.split("/")
+    # ['', 'v2', 'models', m, 'infer'] or ['', 'v2', 'models', m, 'versions', v, 'infer']
+    if len(parts) == 5 and parts[1] == "v2" and parts[2] == "models":
+        return parts[3], None
+    if len(parts) == 7 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "versions":
+        return parts[3], parts[5]
+    return None
+
+
+def check_target(servable: Servable, model: str, version: str | None) -> None:
+    if model != servable.name:
+        raise NotFound(f"Request for unknown model: '{model}' is not found")
+    if version not in (None, "", servable.version):
+        raise NotFound(f"Request for unknown model: '{model}' version {version} is not found")
+
+
+class InferRoute:
+    def __init__(self, servable: Servable, fallback, max_body_bytes: int) -> None:
+        self.servable = servable
+        self.fallback = fallback
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
+            target = parse_infer_path(scope["path"])
+            if target is not None:
+                await self.handle(target, scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+    async def handle(self, target, scope, receive, send) -> None:
+        try:
+            header_length = None
+            for key, value in scope["headers"]:
+                if key == _HEADER_LEN:
+                    header_length = _int_header(value, "Inference-Header-Content-Length")
+                elif key == b"content-length":
+                    if _int_header(value, "Content-Length") > self.max_body_bytes:
+                        raise _TooLarge()
+            body = await self._read_body(receive)
+            check_target(self.servable, *target)
+            request = decode_request(body, header_length)
+            watcher = asyncio.ensure_future(receive())
+            task = asyncio.current_task()
+            watcher.add_done_callback(lambda f: _on_disconnect(f, task))
+            try:
+                response = await self.servable.infer(request)
+            finally:
+                watcher.cancel()
+            payload, json_length = encode_response(
+                response, request, self.servable.labels, self.servable.batched
+            )
+        except _TooLarge:
+            await _send(send, 413, error_body(f"request body exceeds {self.max_body_bytes} bytes"), _JSON)
+            return
+        except _ClientGone:
+            return
+        except asyncio.CancelledError as exc:
+            if exc.args and exc.args[0] == _GONE:
+                return  # the client is gone; the scheduler dropped its request
+            raise
+        except InferError as exc:
+            await _send(send, http_status(exc), error_body(message(exc)), _JSON)
+            return
+        except Exception as exc:  # never let a request take the server down
+            log.exception("inference failed")
+            await _send(send, 500, error_body(message(exc)), _JSON)
+            return
+        if json_length is None:
+            await _send(send, 200, payload, _JSON)
+        else:
+            headers = [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+            ]
+            await _send(send, 200, payload, headers)
+
+    async def _read_body(self, receive) -> bytes:
+        chunks = []
+        size = 0
+        while True:
+            message_ = await receive()
+            if message_["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message_.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _TooLarge()
+            chunks.append(chunk)
+            if not message_.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+_GONE = "client disconnected"
+
+
+def _int_header(value: bytes, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"header {name} must be an integer") from None
+
+
+def _on_disconnect(fut: asyncio.Future, task: asyncio.Task | None) -> None:
+    if fut.cancelled() or task is None:
+        return
+    if fut.exception() is None and fut.result().get("type") == "http.disconnect":
+        task.cancel(_GONE)
+
+
+async def _send(send, status: int, body: bytes, headers) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

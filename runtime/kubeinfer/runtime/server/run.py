@@ -1,0 +1,166 @@
+"""Composition root and lifecycle of ``kubeinfer serve``.
+
+Load the model -> build scheduler, servable, metrics -> start HTTP (and metrics, gRPC)
+servers -> warm up -> ready. On SIGTERM: readiness false, keep serving for the configured
+delay, stop accepting connections, let accepted requests finish, drain the scheduler, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from kubeinfer.runtime.batching.batcher import DynamicBatcher
+from kubeinfer.runtime.metrics import build_registry
+from kubeinfer.runtime.model import ModelServable
+from kubeinfer.runtime.repository import LoadedModel, load_model
+from kubeinfer.runtime.servable import Servable
+from kubeinfer.runtime.server.app import create_app
+from kubeinfer.runtime.settings import RuntimeSettings
+from kubeinfer.runtime.stats import ModelStats
+
+log = logging.getLogger("kubeinfer.serve")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the lifecycle below owns SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+def make_scheduler(loaded: LoadedModel, stats: ModelStats) -> DynamicBatcher:
+    return DynamicBatcher(
+        execute=loaded.backend.execute,
+        output_names=[o.name for o in loaded.config.output],
+        max_batch_size=loaded.config.max_batch_size,
+        config=loaded.config.dynamic_batching,
+        instances=loaded.config.instance_count,
+        stats=stats,
+    )
+
+
+def metrics_endpoint(registry: CollectorRegistry):
+    async def metrics(_request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+def uvicorn_server(app, host: str, port: int, log_level: str) -> _Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level=log_level,
+        backlog=2048,
+        timeout_keep_alive=75,
+    )
+    return _Server(config)
+
+
+def describe(loaded: LoadedModel, settings: RuntimeSettings) -> str:
+    c = loaded.config
+    db = c.dynamic_batching
+    batching = (
+        f"dynamic batching max_batch_size={c.max_batch_size} "
+        f"preferred={db.preferred_batch_size or '-'} delay_us={db.max_queue_delay_microseconds} "
+        f"max_queue_size={db.default_queue_policy.max_queue_size or 'unbounded'}"
+        if db is not None
+        else f"no batching delay, max_batch_size={c.max_batch_size}"
+    )
+    return (
+        f"model '{loaded.name}' version {loaded.version} backend {loaded.backend_kind} "
+        f"({loaded.path}); {batching}; instances={c.instance_count}"
+    )
+
+
+async def serve(settings: RuntimeSettings) -> int:
+    loop = asyncio.get_running_loop()
+    loaded = await loop.run_in_executor(
+        None, load_model, settings.model_repository, settings.model, settings.model_version
+    )
+    log.info("loaded %s", describe(loaded, settings))
+    servable = ModelServable(loaded, make_scheduler)
+    registry = build_registry(servable.stats, servable.pending_count)
+    metrics = metrics_endpoint(registry)
+    app = create_app(
+        servable,
+        metrics_route=metrics if settings.metrics_port == 0 else None,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return await run_servers(servable, app, metrics, settings)
+
+
+async def run_servers(servable: Servable, app, metrics, settings: RuntimeSettings) -> int:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:
+            for s in servers:
+                s.force_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+
+    level = settings.log_level.lower()
+    http = uvicorn_server(app, settings.host, settings.http_port, level)
+    servers = [http]
+    if settings.metrics_port:
+        metrics_app = Starlette(routes=[Route("/metrics", metrics)])
+        servers.append(uvicorn_server(metrics_app, settings.host, settings.metrics_port, level))
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            for t in tasks:
+                t.cancel()
+            log.error("a server failed to start (port in use?)")
+            return 1
+        await asyncio.sleep(0.01)
+    log.info(
+        "serving HTTP on http://%s:%d (metrics on %s)",
+        settings.host,
+        settings.http_port,
+        f"port {settings.metrics_port}" if settings.metrics_port else "the HTTP port",
+    )
+    start = asyncio.create_task(servable.start())
+    stop_wait = asyncio.create_task(stop.wait())
+    await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if start.done():
+        start.result()  # warm-up failures end the process
+        log.info("model '%s' is ready", servable.name)
+        await stop_wait
+    else:
+        start.cancel()
+    log.info("shutting down: readiness off, draining for %.1fs", settings.shutdown_delay_seconds)
+    servable.mark_unready()
+    if settings.shutdown_delay_seconds:
+        await asyncio.sleep(settings.shutdown_delay_seconds)
+    http.should_exit = True
+    await tasks[0]
+    await servable.drain()
+    for s in servers[1:]:
+        s.should_exit = True
+    await asyncio.gather(*tasks[1:], return_exceptions=True)
+    log.info("stopped")
+    return 0

@@ -1,0 +1,25 @@
+"""Runtime settings: command-line flags over ``KUBEINFER_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEINFER_", protected_namespaces=())
+
+    model_repository: Path = Field(description="Triton-style model repository")
+    model: str | None = Field(None, description="model to serve (default: the only one)")
+    model_version: int | None = Field(None, description="pin a version (default: latest)")
+    host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535, description="0 disables gRPC")
+    metrics_port: int = Field(8002, ge=0, le=65535, description="0: /metrics on the HTTP port")
+    shutdown_delay_seconds: float = Field(
+        0.0, ge=0, description="keep serving this long after SIGTERM with readiness false"
+    )
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    log_level: str = "info"
