@@ -1,0 +1,246 @@
+"""``InferenceModel`` (kubeinfer.dev/v1alpha1) as pydantic models: the single source.
+
+The operator parses a resource's ``spec`` into :class:`InferenceModelSpec` once and works
+on typed objects from then on; :mod:`kubeinfer.operator.api.crdgen` turns the same models
+into the CRD's OpenAPI schema (descriptions become ``kubectl explain`` text) and adds the
+CEL rules in :data:`CEL_RULES` for what a schema alone cannot say.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubeinfer.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceModel"
+PLURAL = "inferencemodels"
+SINGULAR = "inferencemodel"
+SHORT_NAMES = ["im"]
+
+URI_SCHEMES = ("http", "https", "s3", "gs", "pvc")
+# the same rule, in Python and in CEL, so a spec that passed the API server also parses here
+URI_PATTERN = r"^((https?|s3|gs)://[^/\s]+(/\S*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/\S*)?|/\S*)$"
+
+IntOrString = Annotated[
+    int | str, WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]})
+]
+Quantities = dict[str, IntOrString]
+
+
+def _free_object(description: str) -> Any:
+    """A Kubernetes object we pass through unchanged (validated by the API server later)."""
+    return WithJsonSchema(
+        {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "description": description}
+    )
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_attribute_docstrings=True
+    )
+
+
+class ModelSource(_Model):
+    """Where the model comes from and how it is configured."""
+
+    uri: str = Field(min_length=1, max_length=2048)
+    """Location of the model directory (Triton layout: config.pbtxt, <version>/model.onnx,
+    labels.txt), as http(s):// (a file or a .tar/.tar.gz/.zip archive), s3://bucket/prefix,
+    gs://bucket/prefix, pvc://<claim>/<path>, or an absolute path inside the runtime image."""
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)
+    """Name the model is served under (default: the resource's name)."""
+    version: int | None = Field(default=None, ge=1)
+    """Version to serve (default: what the model's version policy selects). A single
+    model file fetched from the URI is placed under this version (default 1)."""
+    format: Literal["onnx", "pytorch", "tensorrt", "python"] | None = None
+    """Backend the model needs; fills the config's backend when the inline config has none."""
+    config: Annotated[
+        dict[str, Any] | None,
+        _free_object(
+            "Triton ModelConfig fields (snake_case, as config.pbtxt written as YAML: "
+            "max_batch_size, input, output, dynamic_batching, instance_group, ...). "
+            "Overrides the repository's config file when set."
+        ),
+    ] = None
+    credentials_secret: str | None = Field(default=None, max_length=253)
+    """Secret whose keys become environment variables of the fetch init container
+    (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)."""
+    storage_size: IntOrString | None = None
+    """Size limit of the emptyDir the model is fetched into (e.g. 10Gi)."""
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str) -> str:
+        if not re.match(URI_PATTERN, uri):
+            raise ValueError(
+                "uri must be http(s)://host/..., s3://bucket/..., gs://bucket/..., "
+                "pvc://<claim>/<path> or an absolute path"
+            )
+        return uri
+
+    @property
+    def scheme(self) -> str:
+        m = re.match(r"^([a-z0-9]+)://", self.uri)
+        return m.group(1) if m else "file"
+
+
+class EnvVar(_Model):
+    """An environment variable of the runtime container."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: Annotated[dict[str, Any] | None, _free_object("Source for the value (core/v1 EnvVarSource).")] = None
+
+
+class Toleration(_Model):
+    """A core/v1 Toleration."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Resources(_Model):
+    """Compute resources of the runtime container (core/v1 ResourceRequirements)."""
+
+    requests: Quantities = Field(default_factory=dict)
+    limits: Quantities = Field(default_factory=dict)
+
+
+class RuntimeSpec(_Model):
+    """The runtime container that serves the model."""
+
+    image: str | None = None
+    """Runtime image (default: the operator's configured image, same version as the operator)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: Resources = Field(default_factory=Resources)
+    gpus: int = Field(default=0, ge=0)
+    """NVIDIA GPUs per pod: sets the nvidia.com/gpu limit and tolerates the nvidia.com/gpu taint."""
+    env: list[EnvVar] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: Annotated[dict[str, Any] | None, _free_object("Pod affinity rules (core/v1 Affinity).")] = None
+    service_account_name: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+    shutdown_delay_seconds: int = Field(default=5, ge=0, le=300)
+    """Seconds a pod keeps serving after SIGTERM with readiness already false, so that
+    endpoints drain before it stops accepting requests."""
+    drain_seconds: int = Field(default=30, ge=1, le=3600)
+    """Seconds allowed for queued and in-flight requests to finish after the delay; the
+    pod's terminationGracePeriodSeconds is shutdownDelaySeconds + drainSeconds."""
+    startup_timeout_seconds: int = Field(default=600, ge=10, le=7200)
+    """How long a pod may take to load and warm up the model before it is restarted."""
+
+
+class Autoscaling(_Model):
+    """Horizontal autoscaling on the runtime's pending-request gauge (and optionally CPU)."""
+
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(ge=1)
+    target_pending_requests: int = Field(default=8, ge=1)
+    """Average nv_inference_pending_request_count per pod the HPA aims for."""
+    target_cpu_utilization: int | None = Field(default=None, ge=1, le=100)
+    """Also scale on average CPU utilization (percent of requests) when set."""
+
+
+class Rollout(_Model):
+    """How updates roll out and how much disruption is allowed."""
+
+    max_surge: IntOrString = "25%"
+    max_unavailable: IntOrString = 0
+    pdb_max_unavailable: IntOrString = 1
+    """maxUnavailable of the PodDisruptionBudget guarding voluntary evictions."""
+
+
+class Monitoring(_Model):
+    """Prometheus integration."""
+
+    service_monitor: bool = False
+    """Create a monitoring.coreos.com/v1 ServiceMonitor for this model's metrics port."""
+
+
+class InferenceModelSpec(_Model):
+    """Desired state of an InferenceModel: one model served by a Deployment of runtimes."""
+
+    model: ModelSource
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    replicas: int = Field(default=1, ge=0)
+    """Number of runtime pods when autoscaling is not set (the scale subresource's target)."""
+    autoscaling: Autoscaling | None = None
+    rollout: Rollout = Field(default_factory=Rollout)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferenceModelSpec:
+        a = self.autoscaling
+        if a is not None and a.min_replicas > a.max_replicas:
+            raise ValueError(f"autoscaling.minReplicas ({a.min_replicas}) > maxReplicas ({a.max_replicas})")
+        return self
+
+
+class Condition(_Model):
+    """A status condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class InferenceModelStatus(_Model):
+    """Observed state, written by the operator."""
+
+    model_config = ConfigDict(extra="allow")
+    observed_generation: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    updated_replicas: int | None = None
+    selector: str | None = None
+    """Label selector of the pods (for the scale subresource and the HPA)."""
+    url: str | None = None
+    """In-cluster HTTP endpoint of the model (KServe v2 protocol)."""
+    model_name: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# CEL rules the API server enforces (x-kubernetes-validations), keyed by the schema path
+CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "spec": [
+        {
+            "rule": "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
+            "message": "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
+            "fieldPath": ".autoscaling.minReplicas",
+        },
+    ],
+    "spec.model": [
+        {
+            "rule": "self.uri.matches('^(https?|s3|gs|pvc)://') || self.uri.startsWith('/')",
+            "message": "model.uri must start with http://, https://, s3://, gs://, pvc:// or be an absolute path",
+            "fieldPath": ".uri",
+        },
+        {
+            "rule": "!self.uri.startsWith('pvc://') || self.uri.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+')",
+            "message": "a pvc:// uri names a claim and a path: pvc://<claim>/<path>",
+            "fieldPath": ".uri",
+        },
+    ],
+    "spec.runtime": [
+        {
+            "rule": (
+                "!has(self.gpus) || self.gpus == 0 || !has(self.resources) || "
+                "!has(self.resources.limits) || !('nvidia.com/gpu' in self.resources.limits)"
+            ),
+            "message": "set either runtime.gpus or resources.limits['nvidia.com/gpu'], not both",
+            "fieldPath": ".gpus",
+        },
+    ],
+}

@@ -1,0 +1,44 @@
+"""Pure render functions: a parsed InferenceModel -> the Kubernetes objects it owns.
+
+No kopf, no API client: every function takes a :class:`Target` (and options) and returns
+plain manifest dicts, checked against the Kubernetes schemas in the fast tests.
+:func:`render_all` is what the reconciler applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeinfer.operator.render.autoscaling import horizontal_pod_autoscaler
+from kubeinfer.operator.render.common import InvalidSpec, RenderOptions, Target, url
+from kubeinfer.operator.render.config import config_map, config_text
+from kubeinfer.operator.render.deployment import deployment
+from kubeinfer.operator.render.monitoring import service_monitor
+from kubeinfer.operator.render.network import pod_disruption_budget, service
+
+# every kind the operator may own, in apply order (the deletion sweep walks them too)
+OWNED_KINDS = (
+    ("v1", "ConfigMap"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+)
+
+
+def render_all(t: Target, options: RenderOptions) -> list[dict[str, Any]]:
+    """Everything ``t`` owns, in apply order. Raises :class:`InvalidSpec`."""
+    text = config_text(t)
+    objects: list[dict[str, Any] | None] = [
+        config_map(t, text) if text is not None else None,
+        deployment(t, options, text),
+        service(t),
+        pod_disruption_budget(t),
+        horizontal_pod_autoscaler(t),
+        service_monitor(t),
+    ]
+    return [o for o in objects if o is not None]
+
+
+__all__ = ["OWNED_KINDS", "InvalidSpec", "RenderOptions", "Target", "render_all", "url"]

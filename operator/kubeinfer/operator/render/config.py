@@ -1,0 +1,57 @@
+"""The model config ConfigMap: an inline ``spec.model.config`` rendered as ``config.pbtxt``.
+
+The inline config (Triton's ModelConfig fields, snake_case) is validated with the runtime's
+own :class:`~kubeinfer.runtime.config.ModelConfig`, so a config the runtime would refuse is
+an invalid spec here, before any pod starts. The fetch init container copies the rendered
+file over the repository's config (see ``kubeinfer fetch --config``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from kubeinfer.operator.render.common import InvalidSpec, Target, config_map_name, metadata
+from kubeinfer.runtime.config.model import ModelConfig
+from kubeinfer.runtime.config.readers import to_pbtxt, validate
+from kubeinfer.runtime.errors import ConfigError
+
+CONFIG_FILE = "config.pbtxt"
+BACKENDS = {"onnx": "onnxruntime", "pytorch": "pytorch", "tensorrt": "tensorrt", "python": "python"}
+
+
+def model_config(t: Target) -> ModelConfig | None:
+    """The inline config as the runtime will read it, or None when the repository's is used."""
+    source = t.spec.model
+    if source.config is None:
+        return None
+    data: dict[str, Any] = dict(source.config)
+    if data.get("name") not in (None, "", t.model_name):
+        raise InvalidSpec(
+            f"spec.model.config.name '{data['name']}' differs from the served model name '{t.model_name}'"
+        )
+    data["name"] = t.model_name
+    if source.format and not data.get("backend") and not data.get("platform"):
+        data["backend"] = BACKENDS[source.format]
+    try:
+        return validate(data, "spec.model.config")
+    except ConfigError as exc:
+        raise InvalidSpec(str(exc)) from None
+
+
+def config_text(t: Target) -> str | None:
+    config = model_config(t)
+    return None if config is None else to_pbtxt(config)
+
+
+def config_hash(text: str | None) -> str:
+    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+
+
+def config_map(t: Target, text: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(t, config_map_name(t)),
+        "data": {CONFIG_FILE: text},
+    }

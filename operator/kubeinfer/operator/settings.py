@@ -1,0 +1,41 @@
+"""Operator settings, from the environment (prefix ``KUBEINFER_OPERATOR_``) and the CLI.
+
+Small documented groups, built once by the CLI and passed down explicitly: the handlers get
+an :class:`OperatorSettings`; the render layer only sees the :class:`RenderOptions` derived
+from it.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubeinfer.operator import __version__
+from kubeinfer.operator.render.common import RenderOptions
+
+DEFAULT_RUNTIME_IMAGE = f"ghcr.io/kubeinfer/runtime:{__version__}"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KUBEINFER_OPERATOR_", extra="ignore")
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch; empty watches the whole cluster."""
+    runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    """Image of runtime pods when an InferenceModel does not name one."""
+    image_pull_policy: str = "IfNotPresent"
+    cluster_domain: str = "cluster.local"
+    """DNS suffix used in status.url (http://<name>.<namespace>.svc.<domain>:8000)."""
+    resync_seconds: float = Field(default=300.0, gt=0)
+    """Every this often each InferenceModel is re-applied, correcting drift of owned objects."""
+    watch_server_timeout: int = Field(default=300, gt=0)
+    """Seconds the API server keeps a watch open (kopf's watches can otherwise go silent)."""
+    watch_client_timeout: int = Field(default=330, gt=0)
+    field_manager: str = "kubeinfer-operator"
+
+    def render_options(self) -> RenderOptions:
+        return RenderOptions(
+            runtime_image=self.runtime_image,
+            image_pull_policy=self.image_pull_policy,
+            cluster_domain=self.cluster_domain,
+        )
