@@ -31,8 +31,12 @@ def build_parser(available: dict[str, object]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # import only the chosen component (all of them for --help)
+    chosen = [argv[0]] if argv and argv[0] in SUBCOMMANDS else list(SUBCOMMANDS)
     available = {}
-    for name, (module_name, _) in SUBCOMMANDS.items():
+    for name in chosen:
+        module_name = SUBCOMMANDS[name][0]
         try:
             available[name] = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -1,9 +1,10 @@
 """Prometheus metrics under Triton's names, read from the model's statistics at scrape time.
 
 Triton exposes its counters without the ``_total`` suffix that prometheus-client adds to
-``Counter``; dashboards and HPA adapter rules written for Triton depend on the exact
-names. So this is a custom collector building families by hand: ``# TYPE ... counter``
-with sample names exactly Triton's. Nothing is done per request here.
+counters (in the samples and in the ``# TYPE`` line); dashboards and HPA adapter rules
+written for Triton depend on the exact names. So Triton's families are rendered here in
+the Prometheus text format by hand, and prometheus-client renders the histograms.
+Nothing is done per request here.
 """
 
 from __future__ import annotations
@@ -11,57 +12,75 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
 
 from kubeinfer.runtime.stats import ModelStats
 
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 
 
-def _counter(name: str, doc: str, labels: dict[str, str], value: float) -> Metric:
-    m = Metric(name, doc, "counter")
-    m.add_sample(name, labels, value)
-    return m
+_COUNTERS = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes"),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes"),
+    ("nv_inference_count", "Number of inferences performed (does not include cached requests)"),
+    ("nv_inference_exec_count", "Number of model executions performed (does not include cached requests)"),
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds (includes cached requests)"),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds (includes cached requests)"),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds (does not include cached requests)"),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds (does not include cached requests)"),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds (does not include cached requests)"),
+)
+_PENDING = ("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution per-model.")
 
 
-class TritonCollector:
-    def __init__(self, stats: ModelStats, pending: Callable[[], int]) -> None:
+def _labels(labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in sorted(labels.items()))
+    return "{" + inner + "}"
+
+
+def _value(v: float) -> str:
+    return repr(float(v))
+
+
+def render_triton(stats: ModelStats, pending: int) -> str:
+    """Triton's families, exactly as Triton writes them (no ``_total``)."""
+    s = stats
+    labels = {"model": s.name, "version": s.version}
+    us = 1000
+    values = {
+        "nv_inference_request_success": [(labels, s.success.count)],
+        "nv_inference_request_failure": [
+            ({**labels, "reason": r}, s.failures.get(r, 0)) for r in FAILURE_REASONS
+        ],
+        "nv_inference_count": [(labels, s.inference_count)],
+        "nv_inference_exec_count": [(labels, s.execution_count)],
+        "nv_inference_request_duration_us": [(labels, (s.success.ns + s.fail.ns) // us)],
+        "nv_inference_queue_duration_us": [(labels, s.queue.ns // us)],
+        "nv_inference_compute_input_duration_us": [(labels, s.compute_input.ns // us)],
+        "nv_inference_compute_infer_duration_us": [(labels, s.compute_infer.ns // us)],
+        "nv_inference_compute_output_duration_us": [(labels, s.compute_output.ns // us)],
+    }
+    lines = []
+    for name, doc in _COUNTERS:
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter"]
+        lines += [f"{name}{_labels(lb)} {_value(v)}" for lb, v in values[name]]
+    name, doc = _PENDING
+    lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name}{_labels(labels)} {_value(pending)}"]
+    return "\n".join(lines) + "\n"
+
+
+class HistogramCollector:
+    """Latency and batch-size histograms (kubeinfer's own, beyond Triton's families)."""
+
+    def __init__(self, stats: ModelStats) -> None:
         self.stats = stats
-        self.pending = pending
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
         s = self.stats
-        labels = {"model": s.name, "version": s.version}
-        yield _counter(
-            "nv_inference_request_success",
-            "Number of successful inference requests, all batch sizes",
-            labels,
-            s.success.count,
-        )
-        fail = Metric("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", "counter")
-        for reason in FAILURE_REASONS:
-            fail.add_sample(
-                "nv_inference_request_failure", {**labels, "reason": reason}, s.failures.get(reason, 0)
-            )
-        yield fail
-        yield _counter("nv_inference_count", "Number of inferences performed (does not include cached requests)", labels, s.inference_count)
-        yield _counter("nv_inference_exec_count", "Number of model executions performed (does not include cached requests)", labels, s.execution_count)
-        us = 1000
-        yield _counter("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds (includes cached requests)", labels, (s.success.ns + s.fail.ns) // us)
-        yield _counter("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds (includes cached requests)", labels, s.queue.ns // us)
-        yield _counter("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds (does not include cached requests)", labels, s.compute_input.ns // us)
-        yield _counter("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds (does not include cached requests)", labels, s.compute_infer.ns // us)
-        yield _counter("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds (does not include cached requests)", labels, s.compute_output.ns // us)
-        pending = GaugeMetricFamily(
-            "nv_inference_pending_request_count",
-            "Instantaneous number of pending requests awaiting execution per-model.",
-            labels=["model", "version"],
-        )
-        pending.add_metric([s.name, s.version], self.pending())
-        yield pending
         yield _histogram(
             "kubeinfer_request_duration_seconds",
             "Latency of successful requests from arrival at the scheduler to result",
@@ -84,7 +103,14 @@ def _histogram(name, doc, model, version, bounds, counts, total, scale) -> Histo
     return h
 
 
-def build_registry(stats: ModelStats, pending: Callable[[], int]) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(TritonCollector(stats, pending))
-    return registry
+class MetricsRenderer:
+    """The whole ``/metrics`` page for one model."""
+
+    def __init__(self, stats: ModelStats, pending: Callable[[], int]) -> None:
+        self.stats = stats
+        self.pending = pending
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(HistogramCollector(stats))
+
+    def render(self) -> bytes:
+        return render_triton(self.stats, self.pending()).encode() + generate_latest(self.registry)

@@ -13,12 +13,11 @@ import logging
 import signal
 
 import uvicorn
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from kubeinfer.runtime.batching.batcher import DynamicBatcher
-from kubeinfer.runtime.metrics import build_registry
+from kubeinfer.runtime.metrics import MetricsRenderer
 from kubeinfer.runtime.model import ModelServable
 from kubeinfer.runtime.repository import LoadedModel, load_model
 from kubeinfer.runtime.servable import Servable
@@ -48,9 +47,9 @@ def make_scheduler(loaded: LoadedModel, stats: ModelStats) -> DynamicBatcher:
     )
 
 
-def metrics_endpoint(registry: CollectorRegistry):
+def metrics_endpoint(renderer: MetricsRenderer):
     async def metrics(_request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(renderer.render(), media_type=CONTENT_TYPE_LATEST)
 
     return metrics
 
@@ -94,8 +93,7 @@ async def serve(settings: RuntimeSettings) -> int:
     )
     log.info("loaded %s", describe(loaded, settings))
     servable = ModelServable(loaded, make_scheduler)
-    registry = build_registry(servable.stats, servable.pending_count)
-    metrics = metrics_endpoint(registry)
+    metrics = metrics_endpoint(MetricsRenderer(servable.stats, servable.pending_count))
     app = create_app(
         servable,
         metrics_route=metrics if settings.metrics_port == 0 else None,
