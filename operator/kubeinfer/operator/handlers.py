@@ -1,0 +1,140 @@
+"""kopf wiring: the only module that imports kopf.
+
+Built explicitly by :func:`build_registry` (no import-time registration) with the
+reconciler and API injected. What triggers a reconcile pass:
+
+- an InferenceModel is created, its spec changes, or the operator starts (resume);
+- an owned Deployment changes (status for the CR; drift of the Deployment is corrected);
+- every ``resync_seconds``, each InferenceModel (drift of the other owned objects).
+
+A permanent :class:`~kubeinfer.operator.reconcile.Failure` (invalid spec, object rejected
+by the API server) becomes a Warning Event and ``kopf.PermanentError``: no retries until
+the spec changes. Anything else is retried with a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from kubeinfer.operator.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from kubeinfer.operator.k8s import ApiFailure, KubeApi
+from kubeinfer.operator.reconcile import Failure, Reconciler
+from kubeinfer.operator.reconcile.reconciler import already_failed
+from kubeinfer.operator.render.common import MANAGED_BY
+from kubeinfer.operator.settings import OperatorSettings
+
+log = logging.getLogger("kubeinfer.operator")
+ANNOTATION_PREFIX = "kubeinfer.dev"
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """kopf settings that matter on a real API server (see docs/operator.md)."""
+    kopf_settings.watching.server_timeout = ours.watch_server_timeout
+    kopf_settings.watching.client_timeout = ours.watch_client_timeout
+    kopf_settings.watching.connect_timeout = 30
+    # progress and diff-base in annotations: nothing of kopf's lands in .status
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    kopf_settings.posting.level = logging.WARNING  # only warnings become Events
+    kopf_settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    import copy
+
+    return copy.deepcopy({k: body[k] for k in body})
+
+
+async def _reconcile(reconciler: Reconciler, body: dict[str, Any], raise_errors: bool) -> None:
+    try:
+        await reconciler.reconcile(body)
+    except Failure as failure:
+        if failure.permanent:
+            kopf.warn(body, reason=failure.reason, message=failure.message)
+            if raise_errors:
+                raise kopf.PermanentError(f"{failure.reason}: {failure.message}") from None
+            return
+        if raise_errors:
+            raise kopf.TemporaryError(failure.message, delay=failure.delay) from None
+        log.warning("%s/%s: %s (will retry)", body["metadata"]["namespace"], body["metadata"]["name"], failure.message)
+
+
+def build_registry(settings: OperatorSettings, api: KubeApi, reconciler: Reconciler) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+    tasks: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        tasks.append(asyncio.create_task(resync_forever(), name="kubeinfer-resync"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await api.close()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    async def reconcile_model(body: kopf.Body, **_: Any) -> None:
+        await _reconcile(reconciler, _plain(body), raise_errors=True)
+
+    @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
+    async def deployment_changed(body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata") or {}
+        owner = next(
+            (r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND and r.get("controller")), None
+        )
+        if owner is None:
+            return
+        try:
+            model = await api.get(API_VERSION, KIND, meta["namespace"], owner["name"])
+        except ApiFailure as exc:
+            log.warning("cannot read the owner of Deployment %s/%s: %s", meta["namespace"], meta["name"], exc)
+            return
+        if model is None or model["metadata"].get("deletionTimestamp") or model["metadata"]["uid"] != owner["uid"]:
+            return
+        if not already_failed(model):
+            await _reconcile(reconciler, model, raise_errors=False)
+
+    async def resync_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.resync_seconds)
+            try:
+                models = await api.list_inference_models(settings.namespaces)
+            except ApiFailure as exc:
+                log.warning("resync: %s", exc)
+                continue
+            for model in models:
+                if not model["metadata"].get("deletionTimestamp") and not already_failed(model):
+                    await _reconcile(reconciler, model, raise_errors=False)
+
+    return registry
+
+
+async def run_operator(settings: OperatorSettings, api: KubeApi, liveness: str | None = None) -> None:
+    reconciler = Reconciler(api, settings.render_options())
+    registry = build_registry(settings, api, reconciler)
+    kopf_settings = kopf.OperatorSettings()
+    configure_kopf(kopf_settings, settings)
+    await kopf.operator(
+        registry=registry,
+        settings=kopf_settings,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=liveness,
+    )
