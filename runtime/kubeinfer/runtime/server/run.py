@@ -22,6 +22,7 @@ from kubeinfer.runtime.model import ModelServable
 from kubeinfer.runtime.repository import LoadedModel, load_model
 from kubeinfer.runtime.servable import Servable
 from kubeinfer.runtime.server.app import create_app
+from kubeinfer.runtime.server.grpc_service import start_grpc_server, stop_grpc_server
 from kubeinfer.runtime.settings import RuntimeSettings
 from kubeinfer.runtime.stats import ModelStats
 
@@ -135,10 +136,23 @@ async def run_servers(servable: Servable, app, metrics, settings: RuntimeSetting
             log.error("a server failed to start (port in use?)")
             return 1
         await asyncio.sleep(0.01)
+    grpc_server = None
+    if settings.grpc_port:
+        try:
+            grpc_server = await start_grpc_server(
+                servable, settings.host, settings.grpc_port, settings.max_body_bytes
+            )
+        except RuntimeError as exc:
+            log.error("the gRPC server failed to start: %s", exc)
+            for s in servers:
+                s.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            return 1
     log.info(
-        "serving HTTP on http://%s:%d (metrics on %s)",
+        "serving HTTP on http://%s:%d, gRPC %s (metrics on %s)",
         settings.host,
         settings.http_port,
+        f"on port {settings.grpc_port}" if settings.grpc_port else "off",
         f"port {settings.metrics_port}" if settings.metrics_port else "the HTTP port",
     )
     start = asyncio.create_task(servable.start())
@@ -155,6 +169,7 @@ async def run_servers(servable: Servable, app, metrics, settings: RuntimeSetting
     if settings.shutdown_delay_seconds:
         await asyncio.sleep(settings.shutdown_delay_seconds)
     http.should_exit = True
+    await stop_grpc_server(grpc_server)  # meanwhile HTTP stops too; accepted requests finish
     await tasks[0]
     await servable.drain()
     for s in servers[1:]:

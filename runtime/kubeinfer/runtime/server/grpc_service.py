@@ -1,0 +1,231 @@
+"""``inference.GRPCInferenceService`` (KServe v2 gRPC + Triton's extensions) on grpc.aio.
+
+Each RPC is a thin step over the same servable the HTTP app serves: check the target
+model, decode with ``protocol.grpc_codec``, ``servable.infer``, encode. Runtime errors
+become gRPC statuses through ``server.errors`` (the one mapping); anything unexpected is
+``INTERNAL``. Shared memory, trace and log settings are ``UNIMPLEMENTED``, as is unloading
+the one model this process serves. ``ModelStreamInfer`` answers each streamed request
+with one response (no decoupled models), in completion order; a failed request becomes a
+response carrying ``error_message`` and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2 as pb, service_pb2_grpc
+
+from kubeinfer.runtime import __version__
+from kubeinfer.runtime.errors import InferError, NotFound, Unsupported
+from kubeinfer.runtime.protocol.grpc_codec import decode_request, encode_response
+from kubeinfer.runtime.servable import Servable
+from kubeinfer.runtime.server.app import EXTENSIONS
+from kubeinfer.runtime.server.errors import grpc_status_name, message
+from kubeinfer.runtime.server.infer_route import check_target
+
+log = logging.getLogger(__name__)
+
+#: how long a stopping server lets accepted RPCs finish before cancelling them
+STOP_GRACE_SECONDS = 30.0
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, grpc_status_name(exc))
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if not isinstance(exc, InferError):
+        log.exception("gRPC request failed", exc_info=exc)
+    await context.abort(status_code(exc), message(exc))
+
+
+def _tensor_metadata(items: list[dict]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        for t in items
+    ]
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(
+        self, servable: Servable, *, server_name: str = "kubeinfer", extensions: list[str] = EXTENSIONS
+    ) -> None:
+        self.servable = servable
+        self.server_name = server_name
+        self.extensions = extensions
+
+    # -- health and metadata ------------------------------------------------------------
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.servable.is_ready())
+
+    async def ModelReady(self, request, context):
+        try:
+            check_target(self.servable, request.name, request.version)
+        except NotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.servable.is_ready())
+
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(
+            name=self.server_name, version=__version__, extensions=self.extensions
+        )
+
+    async def ModelMetadata(self, request, context):
+        try:
+            check_target(self.servable, request.name, request.version)
+            meta = self.servable.metadata()
+            return pb.ModelMetadataResponse(
+                name=meta["name"],
+                versions=meta["versions"],
+                platform=meta["platform"],
+                inputs=_tensor_metadata(meta["inputs"]),
+                outputs=_tensor_metadata(meta["outputs"]),
+            )
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def ModelConfig(self, request, context):
+        try:
+            check_target(self.servable, request.name, request.version)
+            config = json_format.ParseDict(
+                self.servable.config_json(), model_config_pb2.ModelConfig(), ignore_unknown_fields=True
+            )
+            return pb.ModelConfigResponse(config=config)
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def ModelStatistics(self, request, context):
+        try:
+            if request.name:
+                check_target(self.servable, request.name, request.version)
+            stats = json_format.ParseDict(
+                {"model_stats": [self.servable.statistics()]},
+                pb.ModelStatisticsResponse(),
+                ignore_unknown_fields=True,
+            )
+            return stats
+        except Exception as exc:
+            await _abort(context, exc)
+
+    # -- repository ---------------------------------------------------------------------
+    async def RepositoryIndex(self, request, context):
+        ready = self.servable.is_ready()
+        if request.ready and not ready:
+            return pb.RepositoryIndexResponse()
+        entry = pb.RepositoryIndexResponse.ModelIndex(
+            name=self.servable.name,
+            version=self.servable.version,
+            state="READY" if ready else "UNAVAILABLE",
+        )
+        return pb.RepositoryIndexResponse(models=[entry])
+
+    async def RepositoryModelLoad(self, request, context):
+        try:
+            check_target(self.servable, request.model_name, None)
+        except Exception as exc:
+            await _abort(context, exc)
+        return pb.RepositoryModelLoadResponse()  # the process serves this model already
+
+    async def RepositoryModelUnload(self, request, context):
+        await _abort(
+            context, Unsupported("this server serves exactly one model; it cannot be unloaded")
+        )
+
+    # -- inference ----------------------------------------------------------------------
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        servable = self.servable
+        check_target(servable, request.model_name, request.model_version)
+        infer_request = decode_request(request)
+        response = await servable.infer(infer_request)
+        return encode_response(
+            response, infer_request, pb.ModelInferResponse(), servable.labels, servable.batched
+        )
+
+    async def ModelInfer(self, request, context):
+        try:
+            return await self._infer(request)
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        done: asyncio.Queue = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def one(request) -> None:
+            try:
+                response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+            except Exception as exc:
+                if not isinstance(exc, InferError):
+                    log.exception("streamed request failed")
+                response = pb.ModelStreamInferResponse(
+                    error_message=message(exc),
+                    infer_response=pb.ModelInferResponse(
+                        id=request.id, model_name=request.model_name, model_version=request.model_version
+                    ),
+                )
+            await done.put(response)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(one(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:
+                    await asyncio.wait(set(running))
+            finally:
+                done.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await done.get()) is not None:
+                yield response
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    # -- not supported ------------------------------------------------------------------
+    async def _unsupported(self, request, context):
+        await _abort(context, Unsupported("not supported by this server"))
+
+    SystemSharedMemoryStatus = _unsupported
+    SystemSharedMemoryRegister = _unsupported
+    SystemSharedMemoryUnregister = _unsupported
+    CudaSharedMemoryStatus = _unsupported
+    CudaSharedMemoryRegister = _unsupported
+    CudaSharedMemoryUnregister = _unsupported
+    TraceSetting = _unsupported
+    LogSettings = _unsupported
+
+
+async def start_grpc_server(
+    servable: Servable, host: str, port: int, max_message_bytes: int
+) -> grpc.aio.Server:
+    """A started grpc.aio server for ``servable``; raises RuntimeError if it cannot bind."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(servable), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if server.add_insecure_port(address) == 0:  # older grpcio reports failure this way
+        raise RuntimeError(f"cannot bind {address}")
+    await server.start()
+    return server
+
+
+async def stop_grpc_server(server: grpc.aio.Server | None) -> None:
+    """Refuse new RPCs, let accepted ones finish (up to the grace period)."""
+    if server is not None:
+        await server.stop(STOP_GRACE_SECONDS)
