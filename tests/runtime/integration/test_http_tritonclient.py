@@ -8,7 +8,9 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.runtime.models import SLOW_CONFIG, add_sub_repo, sample, slow_mlp, write_repo
+from onnx import TensorProto
+
+from tests.runtime.models import SLOW_CONFIG, add_sub_repo, identity, sample, slow_mlp, write_repo
 
 
 @pytest.fixture
@@ -142,3 +144,30 @@ def test_metrics_use_triton_names(server, client):
     assert 'nv_inference_request_failure{model="add_sub",reason="BACKEND",version="1"} 0.0' in text
     assert "# TYPE nv_inference_request_success counter" in text
     assert "_total" not in text.replace("kubeinfer_", "")
+
+
+@pytest.mark.parametrize(
+    "datatype,onnx_type,values",
+    [
+        ("BYTES", TensorProto.STRING, np.array([[b"hello", "wörld".encode(), b""]], dtype=np.object_)),
+        ("FP16", TensorProto.FLOAT16, np.array([[0.5, -1.25, 3.0]], dtype=np.float16)),
+        ("BOOL", TensorProto.BOOL, np.array([[True, False, True]])),
+        ("INT64", TensorProto.INT64, np.array([[1, -2, 2**40]], dtype=np.int64)),
+        ("UINT8", TensorProto.UINT8, np.array([[0, 7, 255]], dtype=np.uint8)),
+    ],
+)
+def test_datatypes_round_trip(tmp_path, start_server, datatype, onnx_type, values):
+    repo = write_repo(tmp_path / "repo", "ident", None, lambda p: identity(p, onnx_type, ["B", 3]))
+    (repo / "ident" / "config.pbtxt").write_text('platform: "onnxruntime_onnx"\nmax_batch_size: 4\n')
+    server = start_server(["serve", str(repo)])
+    client = httpclient.InferenceServerClient(server.url)
+    assert client.get_model_metadata("ident")["inputs"][0]["datatype"] == datatype
+    for binary in (True, False):
+        inp = httpclient.InferInput("INPUT0", [1, 3], datatype)
+        inp.set_data_from_numpy(values, binary_data=binary)
+        out = httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary)
+        got = client.infer("ident", [inp], outputs=[out]).as_numpy("OUTPUT0")
+        if datatype == "BYTES":
+            got = np.array([[v if isinstance(v, bytes) else v.encode() for v in row] for row in got], dtype=np.object_)
+        np.testing.assert_array_equal(got, values)
+    client.close()

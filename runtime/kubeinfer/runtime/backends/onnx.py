@@ -67,6 +67,12 @@ def choose_providers(
     return chosen
 
 
+def _strings(arr: np.ndarray) -> np.ndarray:
+    """BYTES elements (bytes) as the str objects ONNX Runtime's string tensors take."""
+    flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    return np.array(flat, dtype=np.object_).reshape(arr.shape)
+
+
 class OnnxBackend(Backend):
     def __init__(
         self,
@@ -97,9 +103,7 @@ class OnnxBackend(Backend):
     def execute(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        feed = {
-            k: (v.astype(np.str_) if v.dtype == np.object_ else v) for k, v in inputs.items()
-        }
+        feed = {k: (_strings(v) if v.dtype == np.object_ else v) for k, v in inputs.items()}
         results = self._run(list(output_names), feed)
         return dict(zip(output_names, results, strict=True))
 

@@ -175,5 +175,10 @@ async def run_servers(servable: Servable, app, metrics, settings: RuntimeSetting
     for s in servers[1:]:
         s.should_exit = True
     await asyncio.gather(*tasks[1:], return_exceptions=True)
-    log.info("stopped")
+    final = servable.statistics()["inference_stats"]
+    log.info(
+        "stopped: %d requests succeeded, %d failed",
+        final["success"]["count"],
+        final["fail"]["count"],
+    )
     return 0
