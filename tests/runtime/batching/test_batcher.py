@@ -214,6 +214,26 @@ async def test_output_with_wrong_batch_dimension(make_batcher, make_request):
         await infer(b, make_request, 1.0)
 
 
+async def test_output_that_is_not_an_array(make_batcher, make_request):
+    b = await make_batcher(lambda inputs, names: {"y": [1, 2]})
+    with pytest.raises(BackendError, match="output 'y' is a list, not an array"):
+        await infer(b, make_request, 1.0)
+
+
+async def test_request_timeout_without_a_default(make_batcher, make_request, stats):
+    model = FakeModel()
+    b = await make_batcher(model)
+    model.hold()
+    first = asyncio.ensure_future(infer(b, make_request, 1.0))
+    await started(model)
+    with pytest.raises(DeadlineExceeded):
+        await infer(b, make_request, 2.0, timeout_us=10_000)
+    model.release()
+    await first
+    assert [reason for _, reason in stats.failed] == ["REJECTED"]
+    assert 2.0 not in model.values()
+
+
 async def test_unbatched_model_gets_the_request_arrays_untouched(make_batcher, make_request):
     model = FakeModel()
     b = await make_batcher(model, max_batch_size=0)

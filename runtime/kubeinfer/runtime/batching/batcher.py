@@ -20,6 +20,10 @@ Failure handling:
 - A cancelled ``infer`` (client gone) leaves the queue and never executes; if its batch is
   already executing, its result is dropped. The awaiting task sees ``CancelledError``.
 
+Timers: the event loop wakes with millisecond resolution, so when nothing else happens a
+batching delay below 1 ms is served at about 1 ms; arrivals and completions re-check the
+delay exactly.
+
 Every failure the scheduler raises (QueueFull, DeadlineExceeded, BackendError, ModelNotReady
 while draining, cancellation) is reported to ``StatsSink.request_failed`` here, with the
 error class's ``reason``; the caller must not report it again.
@@ -298,6 +302,8 @@ class DynamicBatcher:
             return [outputs]
         total = batch[0].size if len(batch) == 1 else sum(e.size for e in batch)
         for name, arr in outputs.items():
+            if not isinstance(arr, np.ndarray):
+                raise BackendError(f"output '{name}' is a {type(arr).__name__}, not an array")
             if arr.ndim == 0 or arr.shape[0] != total:
                 got = arr.shape[0] if arr.ndim else "none"
                 raise BackendError(
@@ -305,6 +311,13 @@ class DynamicBatcher:
                 )
         if len(batch) == 1:
             return [outputs]
+        if total == len(batch):  # one row each: let numpy make the (1, ...) views
+            if len(outputs) == 1:
+                for name, arr in outputs.items():
+                    return [{name: row} for row in arr[:, None]]
+            names = list(outputs)
+            rows = [arr[:, None] for arr in outputs.values()]
+            return [dict(zip(names, views)) for views in zip(*rows)]
         results: list[Result] = []
         items = outputs.items()
         start = 0

@@ -12,8 +12,9 @@ Semantics (Triton's dynamic batcher, see PROTOCOL.md "Dynamic batcher semantics"
 - One FIFO per priority level; level 1 is served first. A request's priority outside
   ``1..priority_levels`` (or 0) means ``default_priority_level``; a default of 0 means
   the lowest level.
-- A batch counts each request by its ``batch_size`` and never exceeds ``max_batch_size``.
-  It takes the shape key (input names, datatypes, non-batch dims) of the first queued
+- A batch counts each request by its ``batch_size`` and never exceeds ``max_batch_size``,
+  nor the largest preferred size when preferred sizes are given (the first request always
+  fits). It stops at the first compatible request that does not fit (FIFO). It takes the shape key (input names, datatypes, non-batch dims) of the first queued
   request and only compatible requests; the others stay queued, in order.
 - Sent at once when it reaches a preferred size (the largest reached), when it cannot grow
   beyond the largest preferred size / ``max_batch_size``, when ``idle`` (nothing is
@@ -42,15 +43,19 @@ from kubeinfer.runtime.config.model import DynamicBatching, QueuePolicy
 from kubeinfer.runtime.errors import QueueFull
 from kubeinfer.runtime.types import InferRequest
 
+#: waiting in its level's main FIFO
 QUEUED = 0
-DISPATCHED = 1
-CANCELLED = 2
-EXPIRED = 3
+#: waiting in its level's delayed FIFO (timed out under the DELAY action)
+DELAYED = 1
+DISPATCHED = 2
+CANCELLED = 3
+EXPIRED = 4
 
 #: dead references a level may hold before its deques are rebuilt
 _COMPACT_AT = 64
 
-ShapeKey = tuple[tuple[str, np.dtype, tuple[int, ...]], ...]
+#: (name, dtype, non-batch dims) of each input, flattened
+ShapeKey = tuple[Any, ...]
 
 
 def shape_key(inputs: Mapping[str, np.ndarray]) -> ShapeKey:
@@ -59,7 +64,10 @@ def shape_key(inputs: Mapping[str, np.ndarray]) -> ShapeKey:
     Input order matters (the protocol layer keeps the client's order); two requests
     sending the same inputs in another order are simply not batched together.
     """
-    return tuple([(name, a.dtype, a.shape[1:]) for name, a in inputs.items()])
+    key: ShapeKey = ()
+    for name, a in inputs.items():
+        key += (name, a.dtype, a.shape[1:])
+    return key
 
 
 class Pending:
@@ -69,23 +77,16 @@ class Pending:
     looks at it.
     """
 
-    __slots__ = (
-        "request", "handle", "key", "size", "level", "enqueue_ns", "deadline_ns", "state",
-        "delayed",
-    )
+    __slots__ = ("request", "handle", "key", "size", "state", "level", "enqueue_ns", "deadline_ns")
 
     def __init__(self, request: InferRequest, key: Any = None, handle: Any = None) -> None:
         self.request = request
         self.handle = handle
         self.key = key
         self.size = request.batch_size
-        self.level = 0
-        self.enqueue_ns = 0
-        #: 0: no deadline
-        self.deadline_ns = 0
         self.state = QUEUED
-        #: DELAY action applied: now waits behind the unexpired requests of its level
-        self.delayed = False
+        # set by ``BatchPolicy.push``: level index, enqueue time, deadline (0: none)
+        self.level = self.enqueue_ns = self.deadline_ns = 0
 
 
 class Decision(NamedTuple):
@@ -146,7 +147,7 @@ class BatchPolicy:
 
     def level_of(self, priority: int) -> int:
         """0-based level index for a request priority (Triton: 0 or out of range = default)."""
-        if 1 <= priority <= len(self._levels):
+        if 0 < priority <= len(self._levels):
             return priority - 1
         return self._default_level
 
@@ -171,13 +172,13 @@ class BatchPolicy:
 
     def push(self, entry: Pending, now: int) -> None:
         """Queue ``entry`` at ``now``; raises ``QueueFull`` when its level is full."""
-        if self.max_batch_size and entry.size > self.max_batch_size:
+        if entry.size > self.max_batch_size > 0:
             raise ValueError(
                 f"request batch size {entry.size} exceeds max_batch_size {self.max_batch_size}"
                 " (validation must reject it before the scheduler)"
             )
         req = entry.request
-        li = self.level_of(req.priority)
+        li = self.level_of(req.priority) if req.priority else self._default_level
         lvl = self._levels[li]
         if lvl.max_size and lvl.count >= lvl.max_size:
             raise QueueFull(f"exceeds maximum queue size ({lvl.max_size})")
@@ -186,18 +187,22 @@ class BatchPolicy:
         lvl.main.append(entry)
         lvl.count += 1
         self._count += 1
-        timeout = self.timeout_ns(li, req.timeout_us) if (lvl.timeout_ns or req.timeout_us) else 0
-        if timeout:
-            entry.deadline_ns = now + timeout
-            heap = self._deadlines
-            if len(heap) > 2 * self._count + _COMPACT_AT:
-                heap[:] = [t for t in heap if t[2].state == QUEUED and not t[2].delayed]
-                heapq.heapify(heap)
-            heapq.heappush(heap, (entry.deadline_ns, next(self._seq), entry))
+        if lvl.timeout_ns or req.timeout_us:
+            timeout = self.timeout_ns(li, req.timeout_us)
+            if timeout:
+                self._add_deadline(entry, now + timeout)
+
+    def _add_deadline(self, entry: Pending, deadline: int) -> None:
+        entry.deadline_ns = deadline
+        heap = self._deadlines
+        if len(heap) > 2 * self._count + _COMPACT_AT:  # drop entries no longer queued
+            heap[:] = [t for t in heap if t[2].state == QUEUED]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (deadline, next(self._seq), entry))
 
     def cancel(self, entry: Pending) -> bool:
         """Remove a queued request (client gone). False if it was not queued any more."""
-        if entry.state != QUEUED:
+        if entry.state > DELAYED:
             return False
         entry.state = CANCELLED
         self._drop(entry)
@@ -212,11 +217,11 @@ class BatchPolicy:
         expired: list[Pending] = []
         while heap and heap[0][0] <= now:
             e = heapq.heappop(heap)[2]
-            if e.state != QUEUED or e.delayed:
+            if e.state != QUEUED:
                 continue
             lvl = self._levels[e.level]
             if lvl.delay_action:
-                e.delayed = True
+                e.state = DELAYED
                 lvl.delayed.append(e)
                 lvl.garbage += 1  # its reference in ``main`` is now dead
                 self._clean(lvl)
@@ -229,7 +234,7 @@ class BatchPolicy:
     def next_deadline(self) -> int | None:
         """The earliest pending timeout, if any (to arm a timer while instances are busy)."""
         heap = self._deadlines
-        while heap and (heap[0][2].state != QUEUED or heap[0][2].delayed):
+        while heap and heap[0][2].state != QUEUED:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -237,16 +242,15 @@ class BatchPolicy:
 
     def poll(self, now: int, idle: bool) -> Decision:
         """Expire what is due, then decide. ``idle``: no batch is executing anywhere."""
-        expired = self.expire(now)
+        expired = self.expire(now) if self._deadlines else _NO_EXPIRED
         if not self._count:
             return Decision(None, expired, None)
-        taken, total, mark, saturated = self._scan()
-        oldest = min(e.enqueue_ns for e in taken)
+        taken, oldest, mark, saturated = self._scan()
         delay = self._delay_ns
         delay_exceeded = delay != 0 and now - oldest >= delay
         if mark and not delay_exceeded:
             del taken[mark:]
-        elif not (saturated or idle or delay_exceeded or delay == 0 or total >= self._cap):
+        elif not (saturated or idle or delay_exceeded or delay == 0):
             wake = oldest + delay
             deadline = self.next_deadline()
             return Decision(None, expired, wake if deadline is None else min(wake, deadline))
@@ -254,13 +258,15 @@ class BatchPolicy:
         return Decision(taken, expired, None)
 
     def _scan(self) -> tuple[list[Pending], int, int, bool]:
-        """Collect the candidate batch: (entries, total size, preferred mark, saturated).
+        """Collect the candidate batch: (entries, oldest enqueue time, mark, saturated).
 
         ``mark`` is how many entries make the largest preferred size reached (or, as
-        Triton, the largest size before the batch would outgrow every preferred size).
+        Triton, the largest size before the batch would outgrow every preferred size);
+        ``saturated``: the batch cannot grow.
         """
         taken: list[Pending] = []
         total = mark = 0
+        oldest = -1
         cap = self._cap
         preferred = self._preferred
         unbatched = self.max_batch_size == 0
@@ -268,40 +274,50 @@ class BatchPolicy:
         for lvl in self._levels:
             if not lvl.count:
                 continue
-            for dq, in_main in ((lvl.main, True), (lvl.delayed, False)):
+            for dq, live in ((lvl.main, QUEUED), (lvl.delayed, DELAYED)):
                 for e in dq:
-                    if e.state != QUEUED or (in_main and e.delayed):
+                    if e.state != live:
                         continue
                     if unbatched:
-                        return [e], e.size, 0, True
+                        return [e], e.enqueue_ns, 0, True
                     if not taken:
                         key = e.key
+                        oldest = e.enqueue_ns
                     elif e.key != key:
                         continue
+                    elif e.enqueue_ns < oldest:
+                        oldest = e.enqueue_ns
                     size = e.size
                     if taken and total + size > cap:
-                        if not mark:
-                            mark = len(taken)
-                        return taken, total, mark, True
+                        return taken, oldest, mark or len(taken), True
                     taken.append(e)
                     total += size
                     if total in preferred:
                         mark = len(taken)
                     if total >= cap:
-                        return taken, total, mark, True
-        return taken, total, mark, False
+                        return taken, oldest, mark, True
+        return taken, oldest, mark, False
 
     def _take(self, batch: list[Pending]) -> None:
-        levels = set()
+        levels = self._levels
+        lvl = levels[batch[0].level]
+        mixed = False
         for e in batch:
             e.state = DISPATCHED
-            lvl = self._levels[e.level]
+            if levels[e.level] is not lvl:
+                mixed = True
+        self._count -= len(batch)
+        if not mixed:
+            lvl.count -= len(batch)
+            lvl.garbage += len(batch)
+            self._clean(lvl)
+            return
+        for e in batch:
+            lvl = levels[e.level]
             lvl.count -= 1
             lvl.garbage += 1
-            levels.add(e.level)
-        self._count -= len(batch)
-        for li in levels:
-            self._clean(self._levels[li])
+        for lvl in levels:
+            self._clean(lvl)
 
     def _drop(self, entry: Pending) -> None:
         lvl = self._levels[entry.level]
@@ -314,13 +330,13 @@ class BatchPolicy:
     def _clean(lvl: _Level) -> None:
         """Pop dead references off the fronts; rebuild when dead ones pile up inside."""
         main, delayed = lvl.main, lvl.delayed
-        while main and (main[0].state != QUEUED or main[0].delayed):
+        while main and main[0].state != QUEUED:
             main.popleft()
             lvl.garbage -= 1
-        while delayed and delayed[0].state != QUEUED:
+        while delayed and delayed[0].state != DELAYED:
             delayed.popleft()
             lvl.garbage -= 1
         if lvl.garbage > _COMPACT_AT and lvl.garbage > lvl.count:
-            lvl.main = deque(e for e in main if e.state == QUEUED and not e.delayed)
-            lvl.delayed = deque(e for e in delayed if e.state == QUEUED)
+            lvl.main = deque(e for e in main if e.state == QUEUED)
+            lvl.delayed = deque(e for e in delayed if e.state == DELAYED)
             lvl.garbage = 0
