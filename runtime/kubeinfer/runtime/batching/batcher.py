@@ -94,7 +94,6 @@ class DynamicBatcher:
             raise ValueError("instances must be >= 1")
         self._execute = execute
         self._output_names = list(output_names)
-        self._max_batch_size = max_batch_size
         self._batching = max_batch_size > 0
         self._policy = BatchPolicy(max_batch_size, config)
         self._ordered = bool(config and config.preserve_ordering)
