@@ -28,13 +28,15 @@ class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.http_port = free_port()
         self.metrics_port = free_port()
+        self.grpc_port = free_port()
         self.url = f"127.0.0.1:{self.http_port}"
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         cmd = [
             sys.executable, "-m", "kubeinfer.cli", *args,
             "--host", "127.0.0.1",
             "--http-port", str(self.http_port),
             "--metrics-port", str(self.metrics_port),
-            "--grpc-port", "0",
+            "--grpc-port", str(self.grpc_port),
         ]
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"kubeinfer-test-{self.http_port}.log"
         self._log = open(self.log_path, "wb")
