@@ -1,0 +1,187 @@
+"""Talking to step models: one pooled ``httpx.AsyncClient`` for every step endpoint.
+
+Requests go out as Triton binary-tensor bodies (a JSON header + raw tensor bytes, with
+``binary_data_output`` so the answer comes back binary as well) and ask only for the
+outputs the step's ``output_map`` uses. The ensemble request's ``id``, the time left of
+its ``timeout`` and the trace headers travel along. A non-200 answer or a transport
+failure becomes one of the router's step errors (``router.errors``), naming the step, its
+model and the model's own message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import orjson
+
+from kubeinfer.runtime.datatypes import from_numpy
+from kubeinfer.runtime.errors import InvalidInput
+from kubeinfer.runtime.protocol import tensors
+from kubeinfer.router.errors import StepFailed, StepRejected, StepUnavailable
+from kubeinfer.router.graph import Step
+
+_HEADER_LEN = "inference-header-content-length"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """How the router connects to step models."""
+
+    #: seconds to open a connection; an unreachable model fails fast with 503
+    connect_timeout: float = 1.0
+    #: pooled connections per step endpoint, and how many stay open when idle
+    max_connections: int = 256
+    max_keepalive: int = 64
+    keepalive_expiry: float = 60.0
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What one ensemble request passes on to every step call."""
+
+    request_id: str | None = None
+    #: the ensemble request's deadline on the event loop clock (None: no timeout)
+    deadline: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+class StepClient:
+    def __init__(self, settings: ClientSettings = ClientSettings()) -> None:
+        self.settings = settings
+        self.http = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive,
+                keepalive_expiry=settings.keepalive_expiry,
+            ),
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout),
+            follow_redirects=False,
+        )
+        self._outputs: dict[int, bytes] = {}
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- control plane -----------------------------------------------------------------
+    async def metadata(self, step: Step) -> dict:
+        """The step model's v2 metadata once it is ready; raises ``StepError`` otherwise."""
+        ready = await self._get(step, step.model_path + "/ready")
+        if ready.status_code != 200:
+            raise _status_error(step, ready)
+        meta = await self._get(step, step.model_path)
+        if meta.status_code != 200:
+            raise _status_error(step, meta)
+        try:
+            doc = orjson.loads(meta.content)
+        except orjson.JSONDecodeError:
+            raise StepFailed(step.name, step.model, 200, "metadata is not JSON") from None
+        return doc
+
+    async def _get(self, step: Step, path: str) -> httpx.Response:
+        try:
+            return await self.http.get(step.url + path, timeout=httpx.Timeout(5.0, connect=self.settings.connect_timeout))
+        except httpx.HTTPError as exc:
+            raise _transport_error(step, exc) from None
+
+    # -- data plane --------------------------------------------------------------------
+    async def infer(
+        self, step: Step, feed: dict[str, np.ndarray], ctx: CallContext, timeout_us: int = 0
+    ) -> dict[str, np.ndarray]:
+        body, header_len = self._encode(step, feed, ctx, timeout_us)
+        headers = [("content-type", "application/octet-stream"), (_HEADER_LEN, str(header_len)), *ctx.headers]
+        try:
+            response = await self.http.post(step.url + step.model_path + "/infer", content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _transport_error(step, exc) from None
+        if response.status_code != 200:
+            raise _status_error(step, response)
+        return _decode(step, response)
+
+    def _encode(self, step: Step, feed: dict[str, np.ndarray], ctx: CallContext, timeout_us: int) -> tuple[bytes, int]:
+        inputs, blobs = [], []
+        for name, arr in feed.items():
+            datatype = from_numpy(arr.dtype)
+            if datatype == "BYTES":
+                raw = tensors.serialize_bytes(arr)
+            elif arr.flags.c_contiguous:
+                raw = arr.data.cast("B")
+            else:
+                raw = np.ascontiguousarray(arr).tobytes()
+            inputs.append({"name": name, "datatype": datatype, "shape": arr.shape,
+                           "parameters": {"binary_data_size": len(raw)}})
+            blobs.append(raw)
+        outputs = self._outputs.get(step.index)
+        if outputs is None:
+            outputs = self._outputs[step.index] = orjson.dumps(
+                [{"name": o, "parameters": {"binary_data": True}} for o in step.output_map]
+            )
+        params: dict = {"binary_data_output": True}
+        if timeout_us:
+            params["timeout"] = timeout_us
+        doc: dict = {"inputs": inputs, "outputs": orjson.Fragment(outputs), "parameters": params}
+        if ctx.request_id is not None:
+            doc["id"] = ctx.request_id
+        header = orjson.dumps(doc)
+        return b"".join([header, *blobs]), len(header)
+
+
+def _decode(step: Step, response: httpx.Response) -> dict[str, np.ndarray]:
+    body = response.content
+    length = response.headers.get(_HEADER_LEN)
+    try:
+        if length is None:
+            header, binary = body, memoryview(b"")
+        else:
+            n = int(length)
+            view = memoryview(body)
+            header, binary = view[:n], view[n:]
+        doc = orjson.loads(header)
+        out: dict[str, np.ndarray] = {}
+        offset = 0
+        for item in doc["outputs"]:
+            name = item["name"]
+            size = (item.get("parameters") or {}).get("binary_data_size")
+            if size is not None:
+                out[name] = tensors.from_bytes(name, item["datatype"], item["shape"], binary[offset : offset + size])
+                offset += size
+            else:
+                out[name] = tensors.from_json(name, item["datatype"], item["shape"], item["data"])
+    except (ValueError, KeyError, TypeError, InvalidInput, orjson.JSONDecodeError) as exc:
+        detail = exc.message if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+        raise StepFailed(step.name, step.model, 200, f"malformed response: {detail}") from None
+    for o in step.output_map:
+        if o not in out:
+            raise StepFailed(step.name, step.model, 200, f"the response has no output '{o}'")
+    return out
+
+
+def _model_message(response: httpx.Response) -> str:
+    try:
+        doc = orjson.loads(response.content)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return doc["error"]
+    except orjson.JSONDecodeError:
+        pass
+    return response.text[:300] or response.reason_phrase
+
+
+def _status_error(step: Step, response: httpx.Response):
+    status = response.status_code
+    text = f"{_model_message(response)} (HTTP {status} from {step.url})"
+    if status == 503:
+        return StepUnavailable(step.name, step.model, status, text)
+    if 400 <= status < 500:
+        return StepRejected(step.name, step.model, status, text)
+    return StepFailed(step.name, step.model, status, text)
+
+
+def _transport_error(step: Step, exc: httpx.HTTPError):
+    what = type(exc).__name__
+    detail = str(exc) or what
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return StepUnavailable(step.name, step.model, None, f"cannot connect to {step.url}: {detail}")
+    if isinstance(exc, httpx.TransportError):
+        return StepUnavailable(step.name, step.model, None, f"{what} talking to {step.url}: {detail}")
+    return StepFailed(step.name, step.model, None, f"{what} talking to {step.url}: {detail}")

@@ -1,0 +1,213 @@
+"""An ensemble as a servable: the same server layer that serves a local model serves this.
+
+Startup (``start``): ask every step model for its v2 metadata (retrying with backoff until
+each answers), check producers against consumers (``graph.check_signatures``), and only
+then turn ready; while a check fails the problem is logged, repeated to clients as the
+not-ready message, and retried. Requests (``infer``): check the inputs against the
+ensemble's declared inputs, admit at most ``max_inflight`` at once (beyond: ``QueueFull``),
+run the DAG (``executor``) with the request's id, deadline and trace headers, and answer
+with the ensemble outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from kubeinfer.runtime.datatypes import from_numpy, to_numpy
+from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady, QueueFull
+from kubeinfer.runtime.types import InferRequest, InferResponse
+from kubeinfer.router import forwarding
+from kubeinfer.router.client import CallContext, ClientSettings, StepClient
+from kubeinfer.router.errors import StepError
+from kubeinfer.router.executor import Executor
+from kubeinfer.router.graph import Graph, check_signatures
+from kubeinfer.router.stats import EnsembleStats
+
+log = logging.getLogger(__name__)
+
+
+class EnsembleServable:
+    def __init__(
+        self,
+        graph: Graph,
+        client_settings: ClientSettings = ClientSettings(),
+        *,
+        max_inflight: int | None = None,
+        retry_max_seconds: float = 5.0,
+    ) -> None:
+        d = graph.definition
+        self.graph = graph
+        self.name = d.name
+        self.version = d.version
+        self.labels: dict[str, list[str]] = {}
+        self.max_batch_size = d.max_batch_size
+        self.batched = d.max_batch_size > 0
+        self.max_inflight = max_inflight or d.max_inflight
+        self.stats = EnsembleStats(graph)
+        self.client_settings = client_settings
+        self.client: StepClient | None = None
+        self.executor: Executor | None = None
+        self.retry_max_seconds = retry_max_seconds
+        self._ready = False
+        self._accepting = False
+        self._why_not_ready = "checking the step models"
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._inputs = [(t.name, to_numpy(t.datatype), t.datatype, t.dims) for t in d.inputs]
+        self._input_names = {t.name for t in d.inputs}
+        self._output_names = [t.name for t in d.outputs]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self.client = StepClient(self.client_settings)
+        self.executor = Executor(self.graph, self.client.infer, self.stats)
+        delay, last = 0.05, None
+        while True:
+            try:
+                metadata = dict(
+                    zip(
+                        [s.index for s in self.graph.steps],
+                        await asyncio.gather(*(self.client.metadata(s) for s in self.graph.steps)),
+                    )
+                )
+                problems = check_signatures(self.graph, metadata)
+                if not problems:
+                    break
+                why = f"ensemble '{self.name}' does not fit its step models: " + "; ".join(problems)
+            except InferError as exc:  # a step model is not reachable or not ready yet
+                why = f"waiting for step models: {exc.message}"
+            if why != last:
+                log.error("%s (retrying)", why) if "does not fit" in why else log.warning("%s (retrying)", why)
+                last = why
+            self._why_not_ready = why
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max_seconds)
+        for s in self.graph.steps:
+            log.info("step '%s': model '%s' at %s", s.name, s.model, s.url)
+        self._ready = self._accepting = True
+
+    def mark_unready(self) -> None:
+        self._ready = False
+
+    async def drain(self) -> None:
+        self._ready = self._accepting = False
+        await self._idle.wait()
+        if self.client is not None:
+            await self.client.aclose()
+
+    def is_ready(self) -> bool:
+        return self._ready
+
+    def pending_count(self) -> int:
+        return self._inflight
+
+    # -- data plane --------------------------------------------------------------------
+    def validate(self, request: InferRequest) -> int:
+        inputs, batch = request.inputs, 0
+        for name, dtype, datatype, dims in self._inputs:
+            arr = inputs.get(name)
+            if arr is None:
+                raise InvalidInput(f"ensemble '{self.name}' expects input '{name}'")
+            if arr.dtype != dtype:
+                raise InvalidInput(f"input '{name}': datatype is {from_numpy(arr.dtype)}, ensemble expects {datatype}")
+            shape = arr.shape
+            if self.batched:
+                if len(shape) != len(dims) + 1:
+                    raise InvalidInput(f"input '{name}': shape {list(shape)} does not match {[-1, *dims]} (batch dimension first)")
+                if not 1 <= shape[0] <= self.max_batch_size:
+                    raise InvalidInput(f"input '{name}': batch size {shape[0]} is outside 1..{self.max_batch_size}")
+                if batch and shape[0] != batch:
+                    raise InvalidInput("inputs disagree on the batch size")
+                batch, shape = shape[0], shape[1:]
+            if len(shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, shape)):
+                want = ([-1] if self.batched else []) + list(dims)
+                raise InvalidInput(f"input '{name}': shape {list(arr.shape)} does not match {want}")
+        if len(inputs) != len(self._input_names):
+            unknown = sorted(set(inputs) - self._input_names)
+            raise InvalidInput(f"ensemble '{self.name}' has no input {', '.join(unknown)}")
+        if request.outputs is not None:
+            for o in request.outputs:
+                if o.name not in self._output_names:
+                    raise InvalidInput(f"ensemble '{self.name}' has no output '{o.name}'")
+        return batch or 1
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        if not self._accepting:
+            raise ModelNotReady(f"ensemble '{self.name}' is not ready: {self._why_not_ready}")
+        t0 = time.perf_counter_ns()
+        try:
+            if self._inflight >= self.max_inflight:
+                raise QueueFull(f"ensemble '{self.name}' has {self._inflight} requests in flight (max_inflight)")
+            batch = self.validate(request)
+        except InferError as exc:
+            self.stats.request_failed(0, exc.reason)
+            raise
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            deadline = None
+            if request.timeout_us:
+                deadline = asyncio.get_running_loop().time() + request.timeout_us / 1e6
+            ctx = CallContext(request.id, deadline, forwarding.current())
+            tensors = await self.executor.run(request.inputs, ctx)
+        except InferError as exc:
+            self.stats.request_failed(time.perf_counter_ns() - t0, exc.reason)
+            if isinstance(exc, StepError):
+                log.debug("request %s: %s", request.id, exc.message)
+            raise
+        except asyncio.CancelledError:
+            self.stats.request_failed(time.perf_counter_ns() - t0, "CANCELED")
+            raise
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+        ns = time.perf_counter_ns() - t0
+        self.stats.request_succeeded(ns, 0)
+        self.stats.batch_executed(batch, 0, ns, 0)
+        return InferResponse(self.name, self.version, {n: tensors[n] for n in self._output_names}, request.id)
+
+    # -- metadata ----------------------------------------------------------------------
+    def metadata(self) -> dict:
+        lead = [-1] if self.batched else []
+        d = self.graph.definition
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "ensemble",
+            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": lead + t.dims} for t in d.inputs],
+            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": lead + t.dims} for t in d.outputs],
+        }
+
+    def config_json(self) -> dict:
+        """Triton's JSON model config of an ensemble (``ensemble_scheduling.step``)."""
+        d = self.graph.definition
+
+        def tensor(t):
+            return {"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES" else "TYPE_" + t.datatype, "dims": t.dims}
+
+        return {
+            "name": self.name,
+            "platform": "ensemble",
+            "max_batch_size": self.max_batch_size,
+            "input": [tensor(t) for t in d.inputs],
+            "output": [tensor(t) for t in d.outputs],
+            "ensemble_scheduling": {
+                "step": [
+                    {
+                        "model_name": s.model,
+                        "model_version": int(s.version) if s.version.isdigit() else -1,
+                        "input_map": s.input_map,
+                        "output_map": s.output_map,
+                    }
+                    for s in self.graph.steps
+                ]
+            },
+            "parameters": {f"endpoint:{s.name}": {"string_value": s.url} for s in self.graph.steps},
+        }
+
+    def statistics(self) -> dict:
+        return self.stats.to_json()
