@@ -336,6 +336,8 @@ def _find_cycle(steps: list[Step], nodes: set[int]) -> list[int]:
             return []
     loop = path[seen[node]:]
     loop.reverse()  # deps point backwards; show the data flow direction
+    k = loop.index(min(loop))  # start at the first declared step: a stable message
+    loop = loop[k:] + loop[:k]
     return [*loop, loop[0]]
 
 
