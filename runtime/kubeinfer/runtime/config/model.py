@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from kubeinfer.runtime.datatypes import DATATYPES
 from kubeinfer.runtime.types import TensorSpec
@@ -102,6 +109,189 @@ class DynamicBatching(_Strict):
         return self
 
 
+ControlKind = Literal[
+    "CONTROL_SEQUENCE_START",
+    "CONTROL_SEQUENCE_READY",
+    "CONTROL_SEQUENCE_END",
+    "CONTROL_SEQUENCE_CORRID",
+]
+
+
+def _type_name(datatype: str | None) -> str | None:
+    """``FP32`` -> ``TYPE_FP32`` (Triton's JSON and config.pbtxt spelling)."""
+    if datatype is None:
+        return None
+    return "TYPE_STRING" if datatype == "BYTES" else "TYPE_" + datatype
+
+
+class SequenceControl(_Strict):
+    """One control signal of a control input (Triton's ``ModelSequenceBatching.Control``).
+
+    START/END/READY carry a false/true pair in exactly one of ``int32_false_true``,
+    ``fp32_false_true`` or ``bool_false_true``; CORRID carries ``data_type`` instead.
+    ``kind`` defaults to START: protobuf omits an enum's first value.
+    """
+
+    kind: ControlKind = "CONTROL_SEQUENCE_START"
+    int32_false_true: list[int] = Field(default_factory=list)
+    fp32_false_true: list[float] = Field(default_factory=list)
+    bool_false_true: list[bool] = Field(default_factory=list)
+    data_type: str | None = None
+
+    @field_validator("data_type")
+    @classmethod
+    def _dt(cls, v: str | None) -> str | None:
+        return None if v is None or v == "TYPE_INVALID" else normalize_datatype(v)
+
+    @field_serializer("data_type")
+    def _dt_out(self, v: str | None) -> str | None:
+        return _type_name(v)
+
+    @model_validator(mode="after")
+    def _values(self) -> SequenceControl:
+        pairs = [p for p in (self.int32_false_true, self.fp32_false_true, self.bool_false_true) if p]
+        if self.kind == "CONTROL_SEQUENCE_CORRID":
+            if pairs:
+                raise ValueError("a CONTROL_SEQUENCE_CORRID control takes data_type, not false/true values")
+            if self.data_type not in ("UINT64", "INT64", "UINT32", "INT32", "BYTES"):
+                raise ValueError(
+                    "a CONTROL_SEQUENCE_CORRID control needs data_type TYPE_UINT64, TYPE_INT64, "
+                    f"TYPE_UINT32, TYPE_INT32 or TYPE_STRING (got {self.data_type})"
+                )
+        else:
+            if len(pairs) != 1 or len(pairs[0]) != 2:
+                raise ValueError(
+                    f"a {self.kind} control needs exactly one of int32_false_true, "
+                    "fp32_false_true, bool_false_true with two values [false, true]"
+                )
+            if self.data_type is not None:
+                raise ValueError(f"a {self.kind} control takes false/true values, not data_type")
+        return self
+
+    @property
+    def datatype(self) -> str:
+        """The control tensor's v2 datatype."""
+        if self.kind == "CONTROL_SEQUENCE_CORRID":
+            assert self.data_type is not None
+            return self.data_type
+        if self.int32_false_true:
+            return "INT32"
+        return "FP32" if self.fp32_false_true else "BOOL"
+
+    @property
+    def false_true(self) -> tuple[Any, Any]:
+        pair = self.int32_false_true or self.fp32_false_true or self.bool_false_true
+        return pair[0], pair[1]
+
+
+class SequenceControlInput(_Strict):
+    name: str
+    control: list[SequenceControl] = Field(min_length=1, max_length=1)
+
+
+class SequenceInitialState(_Strict):
+    data_type: str
+    dims: list[int] = Field(default_factory=list)
+    zero_data: bool = False
+    data_file: str | None = None
+    name: str = ""
+
+    _dt = field_validator("data_type")(lambda cls, v: normalize_datatype(v))
+
+    @field_serializer("data_type")
+    def _dt_out(self, v: str) -> str | None:
+        return _type_name(v)
+
+    @model_validator(mode="after")
+    def _source(self) -> SequenceInitialState:
+        if self.zero_data == bool(self.data_file):
+            raise ValueError("initial_state needs exactly one of zero_data and data_file")
+        return self
+
+
+class SequenceState(_Strict):
+    """Implicit state: fed as ``input_name``, replaced by ``output_name`` after each request."""
+
+    input_name: str
+    output_name: str
+    data_type: str
+    dims: list[int] = Field(default_factory=list)
+    initial_state: list[SequenceInitialState] = Field(default_factory=list, max_length=1)
+    use_same_buffer_for_input_output: bool = False
+    use_growable_memory: bool = False
+
+    _dt = field_validator("data_type")(lambda cls, v: normalize_datatype(v))
+
+    @field_serializer("data_type")
+    def _dt_out(self, v: str) -> str | None:
+        return _type_name(v)
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, dims: list[int]) -> list[int]:
+        if not dims or any(d < -1 or d == 0 for d in dims):
+            raise ValueError(f"state dims must be non-empty, positive or -1, got {dims}")
+        return dims
+
+
+class SequenceDirect(_Strict):
+    max_queue_delay_microseconds: int = Field(default=0, ge=0)
+    minimum_slot_utilization: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class SequenceOldest(_Strict):
+    max_candidate_sequences: int = Field(default=0, ge=0)
+    preferred_batch_size: list[int] = Field(default_factory=list)
+    max_queue_delay_microseconds: int = Field(default=0, ge=0)
+    preserve_ordering: bool = False
+
+
+class SequenceBatching(_Strict):
+    """Triton's ``ModelSequenceBatching``; ``direct`` is the strategy when neither is set."""
+
+    max_sequence_idle_microseconds: int = Field(default=0, ge=0)
+    control_input: list[SequenceControlInput] = Field(default_factory=list)
+    state: list[SequenceState] = Field(default_factory=list)
+    direct: SequenceDirect | None = None
+    oldest: SequenceOldest | None = None
+    iterative_sequence: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SequenceBatching:
+        if self.direct is not None and self.oldest is not None:
+            raise ValueError("set one strategy: direct or oldest")
+        if self.iterative_sequence:
+            raise ValueError("iterative_sequence is not supported")
+        names: set[str] = set()
+        kinds: set[str] = set()
+        for ci in self.control_input:
+            kind = ci.control[0].kind
+            if ci.name in names:
+                raise ValueError(f"control input '{ci.name}' is declared twice")
+            if kind in kinds:
+                raise ValueError(f"more than one control input of kind {kind}")
+            names.add(ci.name)
+            kinds.add(kind)
+        for st in self.state:
+            for name in (st.input_name, st.output_name):
+                if name in names:
+                    raise ValueError(f"state tensor '{name}' is declared twice")
+                names.add(name)
+        return self
+
+    @property
+    def idle_ns(self) -> int:
+        """The idle limit in ns (0 in the config means Triton's default of 1 second)."""
+        return (self.max_sequence_idle_microseconds or 1_000_000) * 1000
+
+    def internal_inputs(self) -> set[str]:
+        """Inputs the scheduler feeds (controls, state): never sent by a client."""
+        return {c.name for c in self.control_input} | {s.input_name for s in self.state}
+
+    def internal_outputs(self) -> set[str]:
+        return {s.output_name for s in self.state}
+
+
 class InstanceGroup(_Strict):
     name: str | None = None
     kind: Literal["KIND_AUTO", "KIND_CPU", "KIND_GPU", "KIND_MODEL"] = "KIND_AUTO"
@@ -150,7 +340,7 @@ class ModelConfig(_Strict):
     batch_output: list[dict[str, Any]] = Field(default_factory=list)
     optimization: dict[str, Any] | None = None
     dynamic_batching: DynamicBatching | None = None
-    sequence_batching: dict[str, Any] | None = None
+    sequence_batching: SequenceBatching | None = None
     ensemble_scheduling: dict[str, Any] | None = None
     instance_group: list[InstanceGroup] = Field(default_factory=list)
     default_model_filename: str = ""
