@@ -110,6 +110,27 @@ def _from_contents(name: str, datatype: str, shape: list[int], contents: InferTe
     return np.array(values, dtype=dtype).reshape(shape)
 
 
+_FIXED = {dt: to_numpy(dt) for dt in DATATYPES if dt != "BYTES"}
+
+
+def _from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndarray:
+    """One ``raw_input_contents`` entry as an array viewing the bytes (the hot path)."""
+    dtype = _FIXED.get(datatype)
+    if dtype is None:  # BYTES: length-prefixed elements
+        return tensors.from_bytes(name, datatype, shape, memoryview(raw))
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise InvalidInput(f"input '{name}': shape {shape} has a negative dimension")
+        count *= d
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input '{name}': {len(raw)} bytes of raw contents for shape {shape} of "
+            f"{datatype} (needs {count * dtype.itemsize})"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
 def _check_no_shared_memory(params, what: str) -> None:
     if _SHARED_MEMORY in params:
         raise Unsupported(f"{what}: shared memory is not supported")
@@ -140,7 +161,7 @@ def decode_request(message: ModelInferRequest) -> InferRequest:
         if raw:
             if item.HasField("contents"):
                 raise InvalidInput(f"input '{name}': both contents and raw_input_contents given")
-            inputs[name] = tensors.from_bytes(name, datatype, shape, memoryview(raw[i]))
+            inputs[name] = _from_raw(name, datatype, shape, raw[i])
         else:
             inputs[name] = _from_contents(name, datatype, shape, item.contents)
     params = parameters(message.parameters)
