@@ -178,9 +178,12 @@ class SequenceBatcher:
         hidden = config.internal_outputs()
         self._client_outputs = [n for n in output_names if n not in hidden]
         self._fetch = self._client_outputs + [s.output for s in self._states]
-        self._policy = SequencePolicy(
-            config, max_batch_size, instances, backlog_limit=backlog_limit, model=model
-        )
+        try:
+            self._policy = SequencePolicy(
+                config, max_batch_size, instances, backlog_limit=backlog_limit, model=model
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model '{model}': {exc}") from None
         self._instances = instances
         self._stats = stats
         self._clock = clock
