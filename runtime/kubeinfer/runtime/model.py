@@ -51,9 +51,13 @@ class ModelServable:
         self.scheduler = scheduler_factory(loaded, self.stats)
         self._ready = False
         self._accepting = False
+        seq = self.config.sequence_batching
+        # control and implicit-state inputs are fed by the sequence batcher, not by clients
+        self._internal = seq.internal_inputs() if seq is not None else set()
         self._checks = [
             _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape)
             for s in self.config.inputs()
+            if s.name not in self._internal
         ]
         self._input_names = {c.name for c in self._checks}
         self._output_names = {s.name for s in self.config.outputs()}
@@ -181,6 +185,7 @@ class ModelServable:
             "inputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": lead + list(s.shape)}
                 for s in self.config.inputs()
+                if s.name not in self._internal
             ],
             "outputs": [
                 {"name": s.name, "datatype": s.datatype, "shape": lead + list(s.shape)}

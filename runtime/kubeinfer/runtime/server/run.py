@@ -17,6 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from kubeinfer.runtime.batching.batcher import DynamicBatcher
+from kubeinfer.runtime.batching.interface import Scheduler
+from kubeinfer.runtime.batching.sequence import SequenceBatcher
 from kubeinfer.runtime.metrics import MetricsRenderer
 from kubeinfer.runtime.model import ModelServable
 from kubeinfer.runtime.repository import LoadedModel, load_model
@@ -37,7 +39,18 @@ class _Server(uvicorn.Server):
         yield
 
 
-def make_scheduler(loaded: LoadedModel, stats: ModelStats) -> DynamicBatcher:
+def make_scheduler(loaded: LoadedModel, stats: ModelStats) -> Scheduler:
+    if loaded.config.sequence_batching is not None:
+        return SequenceBatcher(
+            execute=loaded.backend.execute,
+            output_names=[o.name for o in loaded.config.output],
+            max_batch_size=loaded.config.max_batch_size,
+            config=loaded.config.sequence_batching,
+            instances=loaded.config.instance_count,
+            stats=stats,
+            model=loaded.name,
+            model_dir=loaded.path.parent.parent,
+        )
     return DynamicBatcher(
         execute=loaded.backend.execute,
         output_names=[o.name for o in loaded.config.output],
