@@ -126,6 +126,34 @@ def create_backend(kind: str, path: Path, config: ModelConfig) -> Backend:
             intra_op_threads=_parameter(config, "intra_op_thread_count"),
             inter_op_threads=_parameter(config, "inter_op_thread_count"),
         )
+    if kind == "torch":
+        from kubeinfer.runtime.backends.torch import TorchBackend, device_for
+
+        gpus = [g for group in config.instance_group if group.kind == "KIND_GPU" for g in group.gpus]
+        return TorchBackend(
+            path,
+            kind="export" if path.suffix == ".pt2" else "torchscript",
+            inputs=config.inputs(),
+            outputs=config.outputs(),
+            batched=config.max_batch_size > 0,
+            device=device_for(config.wants_gpu, gpus),
+            intra_op_threads=_parameter(config, "intra_op_thread_count"),
+            inter_op_threads=_parameter(config, "inter_op_thread_count"),
+        )
+    if kind == "python":
+        from kubeinfer.runtime.backends.python import PythonBackend
+
+        return PythonBackend(
+            path,
+            model_name=config.name,
+            model_version=path.parent.name,
+            model_config=config.to_json(),
+            inputs=config.inputs(),
+            outputs=config.outputs(),
+            batched=config.max_batch_size > 0,
+            instance_kind="GPU" if config.wants_gpu else "CPU",
+            instances=config.instance_count,
+        )
     raise ConfigError(f"backend '{kind}' is not available in this build of kubeinfer")
 
 
@@ -167,6 +195,17 @@ def _labels(model_dir: Path, config: ModelConfig) -> dict[str, list[str]]:
     return labels
 
 
+def _default_platform(kind: str, path: Path) -> dict[str, str]:
+    """What a config without ``platform``/``backend`` reports, in Triton's names."""
+    if kind == "onnx":
+        return {"platform": "onnxruntime_onnx"}
+    if kind == "torch":
+        return {"platform": "torch_export" if path.suffix == ".pt2" else "pytorch_libtorch"}
+    if kind == "tensorrt":
+        return {"platform": "tensorrt_plan"}
+    return {"backend": kind}
+
+
 def load_model(repository: Path, name: str | None, version: int | None = None) -> LoadedModel:
     models = list_models(repository)
     if name is None:
@@ -187,5 +226,5 @@ def load_model(repository: Path, name: str | None, version: int | None = None) -
     backend = create_backend(kind, path, config)
     config = complete_config(config, backend)
     if not config.platform and not config.backend:
-        config = config.model_copy(update={"platform": "onnxruntime_onnx"} if kind == "onnx" else {"backend": kind})
+        config = config.model_copy(update=_default_platform(kind, path))
     return LoadedModel(name, str(chosen), config, backend, kind, path, _labels(model_dir, config))
