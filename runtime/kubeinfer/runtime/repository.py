@@ -125,6 +125,7 @@ def create_backend(kind: str, path: Path, config: ModelConfig) -> Backend:
             accelerators=accelerators,
             intra_op_threads=_parameter(config, "intra_op_thread_count"),
             inter_op_threads=_parameter(config, "inter_op_thread_count"),
+            allow_spinning=bool(_parameter(config, "allow_spinning")),
         )
     if kind == "torch":
         from kubeinfer.runtime.backends.torch import TorchBackend, device_for
@@ -152,6 +153,16 @@ def create_backend(kind: str, path: Path, config: ModelConfig) -> Backend:
             outputs=config.outputs(),
             batched=config.max_batch_size > 0,
             instance_kind="GPU" if config.wants_gpu else "CPU",
+            instances=config.instance_count,
+        )
+    if kind == "tensorrt":
+        from kubeinfer.runtime.backends.tensorrt import TensorRTBackend
+
+        gpus = [g for group in config.instance_group for g in group.gpus]
+        return TensorRTBackend(
+            path,
+            batched=config.max_batch_size > 0,
+            device=gpus[0] if gpus else 0,
             instances=config.instance_count,
         )
     raise ConfigError(f"backend '{kind}' is not available in this build of kubeinfer")

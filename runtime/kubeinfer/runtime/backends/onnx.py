@@ -4,7 +4,8 @@ Settings come from the model config as Triton's onnxruntime backend reads them:
 ``instance_group { kind: KIND_GPU }`` asks for CUDA, ``optimization {
 execution_accelerators { gpu_execution_accelerator [{ name: "tensorrt" }] } }`` puts
 TensorRT in front, and ``parameters`` ``intra_op_thread_count`` /
-``inter_op_thread_count`` set the thread pools. A provider that is not available is
+``inter_op_thread_count`` set the thread pools (``allow_spinning: "1"`` lets idle ORT
+threads spin, off by default: they would take the CPU the HTTP loop needs). A provider that is not available is
 logged and skipped; CPU is always last.
 """
 
@@ -82,12 +83,16 @@ class OnnxBackend(Backend):
         accelerators: Sequence[str] = (),
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
+        allow_spinning: bool = False,
     ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
+        # spinning worker threads burn the CPU the HTTP loop needs (and a pod's CPU quota)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(wants_gpu, accelerators, ort.get_available_providers())
