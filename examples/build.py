@@ -27,6 +27,7 @@ OUTPUTS = {
     "digits": ["1/model.onnx", "samples.json", "request.json"],
     "classification": ["1/model.onnx"],  # labels.txt is committed; written only if missing
     "mlp": ["1/model.onnx"],
+    "iris_sklearn": ["1/model.joblib"],  # 1/model.py is committed
 }
 
 

@@ -206,3 +206,24 @@ def test_instances_get_their_names_and_finalize_runs(tmp_path):
     module = __import__("sys").modules["kubeinfer_model_named"]
     loaded.backend.unload()
     assert sorted(module.FINALIZED) == ["named_0", "named_1", "named_2"]
+
+
+def test_the_iris_example_serves_with_labels(start_server):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    build = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "build.py"), "iris_sklearn"],
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    server = start_server(["serve", str(REPO_ROOT / "examples" / "models"), "--model", "iris_sklearn"])
+    client = httpclient.InferenceServerClient(server.url)
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
+    inp = httpclient.InferInput("features", [2, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    out = httpclient.InferRequestedOutput("probabilities", class_count=1)
+    result = client.infer("iris_sklearn", [inp], outputs=[out])
+    top = [v.decode().split(":")[2] for v in result.as_numpy("probabilities").ravel()]
+    assert top == ["setosa", "virginica"]
+    client.close()
