@@ -41,6 +41,13 @@ stamp_ok() {
 }
 
 mkdir -p "$bin_dir"
+# One build at a time per version (two test sessions may start together); the second
+# waits, then finds everything cached.
+exec 9>"$cache_root/k8s/$K8S_VERSION/.build.lock"
+if ! flock -n 9; then
+  log "another build.sh is running for $K8S_VERSION: waiting for it"
+  flock 9
+fi
 work="$(mktemp -d "$cache_root/k8s/$K8S_VERSION/build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
