@@ -68,7 +68,7 @@ def test_chart_ships_the_generated_crd(helm):
 
 def test_rbac_is_least_privilege(helm):
     docs = template(helm)
-    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and not d["metadata"]["name"].endswith("crd-reader"))
     rules = role["rules"]
     for r in rules:
         assert "*" not in r["verbs"] and "*" not in r["resources"] and "*" not in r["apiGroups"]
@@ -78,7 +78,11 @@ def test_rbac_is_least_privilege(helm):
     assert ("apps", "deployments", "watch") in granted
     assert not any(g == "monitoring.coreos.com" for g, _, _ in granted)
     namespaced = template(helm, "--set", "watchNamespaces={models}")
-    assert not [d for d in namespaced if d["kind"].startswith("Cluster")]
+    cluster_scoped = [d for d in namespaced if d["kind"].startswith("Cluster")]
+    assert {d["metadata"]["name"] for d in cluster_scoped} == {"kubeinfer-crd-reader"}
+    (reader,) = [d for d in cluster_scoped if d["kind"] == "ClusterRole"]
+    assert reader["rules"] == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                                "verbs": ["get", "list", "watch"]}]
     assert {(d["kind"], d["metadata"]["namespace"]) for d in namespaced if d["kind"] in ("Role", "RoleBinding")} == {
         ("Role", "models"), ("RoleBinding", "models")}
 

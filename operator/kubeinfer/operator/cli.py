@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from kubeinfer.operator.settings import OperatorSettings
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per request otherwise
     overrides = {
         k: v
         for k, v in {

@@ -111,7 +111,9 @@ class KubeApi:
         try:
             current = await self.get(api_version, kind, namespace, name)
         except ApiFailure as exc:
-            if exc.status == 404:  # the kind itself is not served (e.g. no ServiceMonitor CRD)
+            # the kind is not served (no ServiceMonitor CRD) or not granted to us (RBAC):
+            # then we cannot have created one either
+            if exc.status in (403, 404):
                 return False
             raise
         if current is None:
