@@ -1,4 +1,4 @@
-"""Talking to step models: one pooled ``httpx.AsyncClient`` for every step endpoint.
+"""Talking to step models: pooled keep-alive connections per step endpoint.
 
 Requests go out as Triton binary-tensor bodies (a JSON header + raw tensor bytes, with
 ``binary_data_output`` so the answer comes back binary as well) and ask only for the
@@ -11,6 +11,7 @@ model and the model's own message.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -19,6 +20,7 @@ import orjson
 from kubeinfer.runtime.datatypes import from_numpy
 from kubeinfer.runtime.errors import InvalidInput
 from kubeinfer.runtime.protocol import tensors
+from kubeinfer.router import http1
 from kubeinfer.router.errors import StepFailed, StepRejected, StepUnavailable
 from kubeinfer.router.graph import Step
 
@@ -60,9 +62,23 @@ class StepClient:
             follow_redirects=False,
         )
         self._outputs: dict[int, bytes] = {}
+        #: step URL -> fast pool (plain http); https endpoints go through httpx
+        self._pools: dict[str, http1.Pool | None] = {}
 
     async def aclose(self) -> None:
+        for pool in self._pools.values():
+            if pool is not None:
+                pool.close()
         await self.http.aclose()
+
+    def _pool(self, url: str) -> http1.Pool | None:
+        if url not in self._pools:
+            u = urlsplit(url)
+            self._pools[url] = (
+                http1.Pool(u.hostname, u.port or 80, self.settings.connect_timeout, self.settings.max_keepalive)
+                if u.scheme == "http" and u.hostname else None
+            )
+        return self._pools[url]
 
     # -- control plane -----------------------------------------------------------------
     async def metadata(self, step: Step) -> dict:
@@ -90,14 +106,27 @@ class StepClient:
         self, step: Step, feed: dict[str, np.ndarray], ctx: CallContext, timeout_us: int = 0
     ) -> dict[str, np.ndarray]:
         body, header_len = self._encode(step, feed, ctx, timeout_us)
-        headers = [("content-type", "application/octet-stream"), (_HEADER_LEN, str(header_len)), *ctx.headers]
-        try:
-            response = await self.http.post(step.url + step.model_path + "/infer", content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise _transport_error(step, exc) from None
-        if response.status_code != 200:
-            raise _status_error(step, response)
-        return _decode(step, response)
+        headers = [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(header_len)), *ctx.headers]
+        path = step.model_path + "/infer"
+        pool = self._pool(step.url)
+        if pool is not None:
+            try:
+                status, rheaders, content = await pool.post(path, body, headers)
+            except http1.ConnectError as exc:
+                raise StepUnavailable(step.name, step.model, None, f"cannot connect to {step.url}: {exc}") from None
+            except http1.ConnectionLost as exc:
+                raise StepUnavailable(step.name, step.model, None, f"talking to {step.url}: {exc}") from None
+            length = rheaders.get(b"inference-header-content-length")
+        else:
+            try:
+                response = await self.http.post(step.url + path, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise _transport_error(step, exc) from None
+            status, content = response.status_code, response.content
+            length = response.headers.get(_HEADER_LEN)
+        if status != 200:
+            raise _error(step, status, content)
+        return _decode(step, content, length)
 
     def _encode(self, step: Step, feed: dict[str, np.ndarray], ctx: CallContext, timeout_us: int) -> tuple[bytes, int]:
         inputs, blobs = [], []
@@ -127,9 +156,7 @@ class StepClient:
         return b"".join([header, *blobs]), len(header)
 
 
-def _decode(step: Step, response: httpx.Response) -> dict[str, np.ndarray]:
-    body = response.content
-    length = response.headers.get(_HEADER_LEN)
+def _decode(step: Step, body: bytes, length) -> dict[str, np.ndarray]:
     try:
         if length is None:
             header, binary = body, memoryview(b"")
@@ -157,24 +184,27 @@ def _decode(step: Step, response: httpx.Response) -> dict[str, np.ndarray]:
     return out
 
 
-def _model_message(response: httpx.Response) -> str:
+def _model_message(content: bytes) -> str:
     try:
-        doc = orjson.loads(response.content)
+        doc = orjson.loads(content)
         if isinstance(doc, dict) and isinstance(doc.get("error"), str):
             return doc["error"]
     except orjson.JSONDecodeError:
         pass
-    return response.text[:300] or response.reason_phrase
+    return content[:300].decode("utf-8", "replace") or "(empty body)"
 
 
-def _status_error(step: Step, response: httpx.Response):
-    status = response.status_code
-    text = f"{_model_message(response)} (HTTP {status} from {step.url})"
+def _error(step: Step, status: int, content: bytes):
+    text = f"{_model_message(content)} (HTTP {status} from {step.url})"
     if status == 503:
         return StepUnavailable(step.name, step.model, status, text)
     if 400 <= status < 500:
         return StepRejected(step.name, step.model, status, text)
     return StepFailed(step.name, step.model, status, text)
+
+
+def _status_error(step: Step, response: httpx.Response):
+    return _error(step, response.status_code, response.content)
 
 
 def _transport_error(step: Step, exc: httpx.HTTPError):
