@@ -75,9 +75,11 @@ async def until(predicate, what: str) -> None:
 async def make_batcher(stats):
     made: list[DynamicBatcher] = []
 
-    async def make(model, max_batch_size=64, config=None, instances=1) -> DynamicBatcher:
+    async def make(model, max_batch_size=64, config=None, instances=1, inline_below_ns=0) -> DynamicBatcher:
+        # inline execution off by default here: these fakes block on gates in their thread
         b = DynamicBatcher(
-            model, ["y"], max_batch_size, config, instances=instances, stats=stats
+            model, ["y"], max_batch_size, config, instances=instances, stats=stats,
+            inline_below_ns=inline_below_ns,
         )
         await b.start()
         made.append(b)
@@ -344,6 +346,40 @@ async def test_preserve_ordering_delivers_in_dispatch_order(make_batcher, make_r
 
 
 async def test_infer_before_start_is_not_ready(make_request, stats):
-    b = DynamicBatcher(FakeModel(), ["y"], 8, stats=stats)
+    b = DynamicBatcher(FakeModel(), ["y"], 8, stats=stats, inline_below_ns=0)
     with pytest.raises(ModelNotReady):
         await b.infer(make_request())
+
+
+async def test_fast_model_runs_inline_and_still_batches(make_batcher, make_request):
+    model = FakeModel()
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def execute(inputs, names):
+        threads.append(threading.get_ident())
+        return model(inputs, names)
+
+    b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=10**12)
+    results = await asyncio.gather(*(infer(b, make_request, float(i)) for i in range(64)))
+    assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(64)]
+    assert set(threads) == {loop_thread}
+    # requests parsed before the scheduled inline execution joined one batch
+    assert len(model.batches) < 64
+
+
+async def test_slow_model_moves_to_the_instance_thread(make_batcher, make_request):
+    model = FakeModel()
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def execute(inputs, names):
+        threads.append(threading.get_ident())
+        return model(inputs, names)
+
+    b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=1)
+    for i in range(3):
+        await infer(b, make_request, float(i))
+    # the first batch runs inline (nothing measured yet), then it takes more than 1 ns
+    assert threads[0] == loop_thread
+    assert threads[1] != loop_thread and threads[2] != loop_thread

@@ -100,6 +100,7 @@ class DynamicBatcher:
         instances: int = 1,
         stats: StatsSink,
         clock: Callable[[], int] = time.monotonic_ns,
+        inline_below_ns: int = INLINE_BELOW_NS,
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
@@ -124,6 +125,7 @@ class DynamicBatcher:
         # an instance thread the time includes GIL waits); a slow model moves to the
         # thread after its first batch
         self._infer_ewma_ns = 0.0
+        self._inline_below_ns = inline_below_ns if instances == 1 else 0
 
     # -- Scheduler -------------------------------------------------------------------------
 
@@ -223,7 +225,7 @@ class DynamicBatcher:
         flight = _Flight(batch, now)
         if self._ordered:
             self._inflight.append(flight)
-        if self._instances == 1 and self._infer_ewma_ns < INLINE_BELOW_NS:
+        if self._infer_ewma_ns < self._inline_below_ns:
             assert self._loop is not None
             self._loop.call_soon(self._run_inline, flight)
             return
