@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout-seconds", type=float, help="connect timeout to step models (default 1)")
     parser.add_argument("--host", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
-    parser.add_argument("--grpc-port", type=int, help="accepted and ignored: the router serves HTTP only")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (default 0: off); served by the runtime's gRPC layer")
     parser.add_argument("--metrics-port", type=int, help="metrics port (default 8002, 0: on the HTTP port)")
     parser.add_argument("--shutdown-delay-seconds", type=float, help="serve this long after SIGTERM before draining")
     parser.add_argument("--log-level", help="debug, info, warning, error")

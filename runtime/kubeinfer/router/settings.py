@@ -22,7 +22,7 @@ class RouterSettings(BaseSettings):
     connect_timeout_seconds: float = Field(1.0, gt=0)
     host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, le=65535)
-    grpc_port: int = Field(0, ge=0, le=65535, description="accepted for symmetry; the router serves HTTP only")
+    grpc_port: int = Field(0, ge=0, le=65535, description="0 disables gRPC (the runtime's gRPC layer serves the ensemble when set)")
     metrics_port: int = Field(8002, ge=0, le=65535, description="0: /metrics on the HTTP port")
     shutdown_delay_seconds: float = Field(0.0, ge=0)
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
