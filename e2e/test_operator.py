@@ -176,8 +176,9 @@ def test_example_becomes_ready_on_kwok_nodes(kube_cluster, installed, ns):
     svc = get(c, "service", "digits", "-n", ns)
     assert [p["port"] for p in svc["spec"]["ports"]] == [8000, 8001, 8002]
     assert get(c, "pdb", "digits", "-n", ns) is not None
-    managers = {m["manager"] for m in dep["metadata"]["managedFields"]}
-    assert "kubeinfer-operator" in managers
+    full = get(c, "deployment", "digits", "-n", ns, "--show-managed-fields")
+    managers = {(m["manager"], m["operation"]) for m in full["metadata"]["managedFields"]}
+    assert ("kubeinfer-operator", "Apply") in managers
     # printer columns
     table = c.kubectl("get", "im", "digits", "-n", ns).stdout
     assert "READY" in table and "URL" in table and "True" in table
