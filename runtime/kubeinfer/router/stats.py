@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from kubeinfer.runtime.metrics import MetricsRenderer, _labels, _value
+from kubeinfer.runtime.metrics import MetricsRenderer, format_labels, format_value
 from kubeinfer.runtime.stats import Duration, ModelStats
 from kubeinfer.router.graph import Graph, Step
 
@@ -84,12 +84,12 @@ def render_steps(stats: EnsembleStats) -> str:
         for s in stats.steps:
             lb = {"ensemble": ens, "step": s.step, "model": s.model}
             if name.endswith("_success"):
-                lines.append(f"{name}{_labels(lb)} {_value(s.success.count)}")
+                lines.append(f"{name}{format_labels(lb)} {format_value(s.success.count)}")
             elif name.endswith("_failure"):
                 for reason, n in s.failures.items():
-                    lines.append(f"{name}{_labels({**lb, 'reason': reason})} {_value(n)}")
+                    lines.append(f"{name}{format_labels({**lb, 'reason': reason})} {format_value(n)}")
             else:
-                lines.append(f"{name}{_labels(lb)} {_value((s.success.ns + s.fail.ns) // 1000)}")
+                lines.append(f"{name}{format_labels(lb)} {format_value((s.success.ns + s.fail.ns) // 1000)}")
     return "\n".join(lines) + "\n"
 
 

@@ -34,12 +34,12 @@ _COUNTERS = (
 _PENDING = ("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution per-model.")
 
 
-def _labels(labels: dict[str, str]) -> str:
+def format_labels(labels: dict[str, str]) -> str:
     inner = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in sorted(labels.items()))
     return "{" + inner + "}"
 
 
-def _value(v: float) -> str:
+def format_value(v: float) -> str:
     return repr(float(v))
 
 
@@ -64,9 +64,9 @@ def render_triton(stats: ModelStats, pending: int) -> str:
     lines = []
     for name, doc in _COUNTERS:
         lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter"]
-        lines += [f"{name}{_labels(lb)} {_value(v)}" for lb, v in values[name]]
+        lines += [f"{name}{format_labels(lb)} {format_value(v)}" for lb, v in values[name]]
     name, doc = _PENDING
-    lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name}{_labels(labels)} {_value(pending)}"]
+    lines += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name}{format_labels(labels)} {format_value(pending)}"]
     return "\n".join(lines) + "\n"
 
 
