@@ -106,11 +106,21 @@ def _histogram(name, doc, model, version, bounds, counts, total, scale) -> Histo
 class MetricsRenderer:
     """The whole ``/metrics`` page for one model."""
 
-    def __init__(self, stats: ModelStats, pending: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        stats: ModelStats,
+        pending: Callable[[], int],
+        extra: Callable[[], str] | None = None,
+    ) -> None:
         self.stats = stats
         self.pending = pending
+        #: more families in text format (the GPU gauges)
+        self.extra = extra
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HistogramCollector(stats))
 
     def render(self) -> bytes:
-        return render_triton(self.stats, self.pending()).encode() + generate_latest(self.registry)
+        text = render_triton(self.stats, self.pending())
+        if self.extra is not None:
+            text += self.extra()
+        return text.encode() + generate_latest(self.registry)

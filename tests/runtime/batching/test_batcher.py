@@ -383,3 +383,34 @@ async def test_slow_model_moves_to_the_instance_thread(make_batcher, make_reques
     # the first batch runs inline (nothing measured yet), then it takes more than 1 ns
     assert threads[0] == loop_thread
     assert threads[1] != loop_thread and threads[2] != loop_thread
+
+
+async def test_backend_taking_the_list_of_requests(make_batcher, make_request, stats):
+    """Triton's Python backend style: no concatenation, one result (or error) per request."""
+    model = FakeModel()
+    calls: list[int] = []
+
+    def execute_requests(requests, names):
+        calls.append(len(requests))
+        return [
+            ValueError("bad value") if (r["x"] == BAD).any() else {"y": r["x"] * 3}
+            for r in requests
+        ]
+
+    b = DynamicBatcher(
+        model, ["y"], 64, DynamicBatching(), stats=stats, inline_below_ns=0,
+        execute_requests=execute_requests,
+    )
+    await b.start()
+    model.hold()
+    first = asyncio.ensure_future(infer(b, make_request, 1.0))
+    await started(model)  # the first request runs alone through execute
+    rest = [asyncio.ensure_future(infer(b, make_request, v)) for v in (2.0, BAD, 4.0)]
+    await until(lambda: b.pending_count() == 3, "requests to queue")
+    model.release()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    await asyncio.wait_for(b.drain(), GUARD)
+    assert float(results[0]["y"][0, 0]) == 2.0  # execute: x * 2
+    assert float(results[1]["y"][0, 0]) == 6.0 and float(results[3]["y"][0, 0]) == 12.0
+    assert isinstance(results[2], BackendError) and "bad value" in results[2].message
+    assert calls == [3]

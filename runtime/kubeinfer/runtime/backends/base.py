@@ -18,6 +18,11 @@ class Backend(ABC):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
 
+    #: optional: run a batch as the list of its requests (one result each, an exception
+    #: failing only its request), like Triton's Python backend; None means ``execute``
+    #: gets the requests concatenated
+    execute_requests = None
+
     @abstractmethod
     def execute(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]

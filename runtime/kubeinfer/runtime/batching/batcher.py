@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from kubeinfer.runtime.batching.interface import ExecuteFn, StatsSink
+from kubeinfer.runtime.batching.interface import ExecuteFn, ExecuteRequestsFn, StatsSink
 from kubeinfer.runtime.batching.policy import BatchPolicy, Pending, shape_key
 from kubeinfer.runtime.config.model import DynamicBatching
 from kubeinfer.runtime.errors import (
@@ -101,10 +101,12 @@ class DynamicBatcher:
         stats: StatsSink,
         clock: Callable[[], int] = time.monotonic_ns,
         inline_below_ns: int = INLINE_BELOW_NS,
+        execute_requests: ExecuteRequestsFn | None = None,
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
         self._execute = execute
+        self._execute_requests = execute_requests
         self._output_names = list(output_names)
         self._batching = max_batch_size > 0
         self._policy = BatchPolicy(max_batch_size, config)
@@ -301,6 +303,8 @@ class DynamicBatcher:
 
     def _run_batch(self, flight: _Flight) -> list[Result]:
         batch = flight.batch
+        if self._execute_requests is not None and len(batch) > 1:
+            return self._run_requests(flight)
         clock = self._clock
         t0 = clock()
         try:
@@ -325,6 +329,31 @@ class DynamicBatcher:
             return [err] * len(batch)
         flight.timings.append((sum(e.size for e in batch), t1 - t0, t2 - t1, clock() - t2))
         return results
+
+    def _run_requests(self, flight: _Flight) -> list[Result]:
+        """A backend that takes the list of requests: one result each, no concatenation."""
+        batch = flight.batch
+        clock = self._clock
+        t0 = clock()
+        assert self._execute_requests is not None
+        try:
+            results = self._execute_requests([e.request.inputs for e in batch], self._output_names)
+        except Exception as exc:
+            return [BackendError(_message(exc))] * len(batch)
+        t1 = clock()
+        if len(results) != len(batch):
+            err = BackendError(f"backend returned {len(results)} responses for {len(batch)} requests")
+            return [err] * len(batch)
+        out: list[Result] = []
+        for r in results:
+            if isinstance(r, dict):
+                out.append(r)
+            elif isinstance(r, BackendError):
+                out.append(r)
+            else:
+                out.append(BackendError(_message(r)))
+        flight.timings.append((sum(e.size for e in batch), 0, t1 - t0, 0))
+        return out
 
     def _split(self, batch: list[Pending], outputs: Outputs) -> list[Result]:
         if not self._batching:

@@ -16,6 +16,11 @@ import numpy as np
 from kubeinfer.runtime.types import InferRequest
 
 ExecuteFn = Callable[[Mapping[str, np.ndarray], Sequence[str]], dict[str, np.ndarray]]
+#: a backend that takes a batch as the list of its requests (Triton's Python backend):
+#: one result per request, each its outputs or the exception that fails only it
+ExecuteRequestsFn = Callable[
+    [Sequence[Mapping[str, np.ndarray]], Sequence[str]], list["dict[str, np.ndarray] | Exception"]
+]
 
 
 class StatsSink(Protocol):

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from kubeinfer.runtime.batching.batcher import DynamicBatcher
 from kubeinfer.runtime.batching.interface import Scheduler
 from kubeinfer.runtime.batching.sequence import SequenceBatcher
+from kubeinfer.runtime.backends.gpu_metrics import GpuMetrics
 from kubeinfer.runtime.metrics import MetricsRenderer
 from kubeinfer.runtime.model import ModelServable
 from kubeinfer.runtime.repository import LoadedModel, load_model
@@ -58,6 +59,7 @@ def make_scheduler(loaded: LoadedModel, stats: ModelStats) -> Scheduler:
         config=loaded.config.dynamic_batching,
         instances=loaded.config.instance_count,
         stats=stats,
+        execute_requests=loaded.backend.execute_requests,
     )
 
 
@@ -107,7 +109,10 @@ async def serve(settings: RuntimeSettings) -> int:
     )
     log.info("loaded %s", describe(loaded, settings))
     servable = ModelServable(loaded, make_scheduler)
-    metrics = metrics_endpoint(MetricsRenderer(servable.stats, servable.pending_count))
+    gpu = GpuMetrics()  # empty without NVML or a GPU
+    metrics = metrics_endpoint(
+        MetricsRenderer(servable.stats, servable.pending_count, gpu.render if gpu.available else None)
+    )
     app = create_app(
         servable,
         metrics_route=metrics if settings.metrics_port == 0 else None,
