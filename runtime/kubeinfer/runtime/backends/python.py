@@ -16,12 +16,10 @@ call, so a model object never runs two ``execute`` calls at once. Unlike Triton 
 process per instance) they share one interpreter: code that holds the GIL does not run in
 parallel; numpy and scikit-learn release it for their heavy parts.
 
-Batching: the scheduler hands ``execute`` one batch with the requests' inputs concatenated
-along the batch dimension; it reaches the model as ONE ``InferenceRequest``. When the
-model fails it (an exception, or an error response), the scheduler re-runs each client
-request of that batch alone, so only the bad request fails (the model may then see a
-request twice). ``execute_requests`` is the per-request entry point, for a scheduler that
-does not concatenate.
+Batching: the dynamic batcher calls ``execute_requests`` with the batch as the list of its
+requests (no concatenation), so the model's ``execute`` gets one ``InferenceRequest`` per
+client request, as in Triton, and an error response fails only its request. ``execute``
+(one request) serves single requests and the schedulers that do not batch.
 
 Failures: a ``model.py`` that does not import, lacks ``TritonPythonModel`` or whose
 ``initialize`` raises is a ``ConfigError`` at startup. An exception from ``execute``, an
