@@ -61,9 +61,12 @@ def test_template_is_schema_valid(helm, args):
         assert_k8s_valid(d)
 
 
-def test_chart_ships_the_generated_crd(helm):
-    (crd,) = [d for d in template(helm) if d["kind"] == "CustomResourceDefinition"]
-    assert crd == yaml.safe_load((REPO / "crds/kubeinfer.dev_inferencemodels.yaml").read_text())
+def test_chart_ships_the_generated_crds(helm):
+    crds = {d["metadata"]["name"]: d for d in template(helm) if d["kind"] == "CustomResourceDefinition"}
+    assert set(crds) == {"inferencemodels.kubeinfer.dev", "inferenceensembles.kubeinfer.dev"}
+    for plural in ("inferencemodels", "inferenceensembles"):
+        on_disk = yaml.safe_load((REPO / f"crds/kubeinfer.dev_{plural}.yaml").read_text())
+        assert crds[f"{plural}.kubeinfer.dev"] == on_disk
 
 
 def test_rbac_is_least_privilege(helm):
@@ -75,6 +78,9 @@ def test_rbac_is_least_privilege(helm):
     granted = {(g, res, v) for r in rules for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
     assert ("", "secrets", "get") not in granted and not any(res == "pods" for _, res, _ in granted)
     assert ("kubeinfer.dev", "inferencemodels/status", "patch") in granted
+    for verb in ("get", "list", "watch", "patch"):
+        assert ("kubeinfer.dev", "inferenceensembles", verb) in granted
+    assert ("kubeinfer.dev", "inferenceensembles/status", "patch") in granted
     assert ("apps", "deployments", "watch") in granted
     assert not any(g == "monitoring.coreos.com" for g, _, _ in granted)
     namespaced = template(helm, "--set", "watchNamespaces={models}")

@@ -31,13 +31,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The rules the operator needs: only what it reads, applies, deletes or reports. */}}
 {{- define "kubeinfer.rules" -}}
 - apiGroups: ["kubeinfer.dev"]
-  resources: ["inferencemodels"]
+  resources: ["inferencemodels", "inferenceensembles"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kubeinfer.dev"]
-  resources: ["inferencemodels/status"]
+  resources: ["inferencemodels/status", "inferenceensembles/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: ["kubeinfer.dev"]
-  resources: ["inferencemodels/finalizers"]
+  resources: ["inferencemodels/finalizers", "inferenceensembles/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]

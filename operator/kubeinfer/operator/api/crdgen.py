@@ -5,7 +5,7 @@
 pydantic's JSON schema is turned into a Kubernetes *structural* schema: ``$ref`` inlined,
 ``anyOf [X, null]`` collapsed to X, titles dropped, descriptions kept (``kubectl explain``),
 only scalar defaults kept (the API server applies them), then the CEL rules of
-:data:`~kubeinfer.operator.api.v1alpha1.CEL_RULES` are attached. ``--check`` exits non-zero
+:data:`~kubeinfer.operator.api.v1alpha1.CEL_RULES` (``ENSEMBLE_CEL_RULES``) are attached. ``--check`` exits non-zero
 when the files on disk differ from what the models generate (the drift test uses it too).
 """
 
@@ -64,29 +64,63 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
-def _schema_of(model: type, path: str) -> dict[str, Any]:
+def _schema_of(model: type, path: str, rules: dict[str, list[dict[str, str]]] | None = None) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = _structural(raw, raw.get("$defs", {}))
-    _attach_rules(schema, path)
+    _attach_rules(schema, path, api.CEL_RULES if rules is None else rules)
     return schema
 
 
-def _attach_rules(schema: dict[str, Any], root: str) -> None:
-    for path, rules in api.CEL_RULES.items():
+def _attach_rules(schema: dict[str, Any], root: str, all_rules: dict[str, list[dict[str, str]]]) -> None:
+    """``spec.steps[]`` addresses the items of the ``steps`` list."""
+    for path, rules in all_rules.items():
         if path != root and not path.startswith(root + "."):
             continue
         node = schema
         for part in path.split(".")[1:]:
-            node = node["properties"][part]
+            node = node["properties"][part.removesuffix("[]")]
+            if part.endswith("[]"):
+                node = node["items"]
         node["x-kubernetes-validations"] = copy.deepcopy(rules)
+
+
+def _map_list(schema: dict[str, Any], key: str = "name") -> None:
+    """A list whose items are unique by ``key`` (the API server rejects duplicates)."""
+    schema["x-kubernetes-list-type"] = "map"
+    schema["x-kubernetes-list-map-keys"] = [key]
+
+
+def _status_schema(model: type) -> dict[str, Any]:
+    status = _schema_of(model, "status")
+    status["x-kubernetes-preserve-unknown-fields"] = True  # kopf may add its own fields
+    _map_list(status["properties"]["conditions"], "type")
+    return status
+
+
+def _crd(kind: str, plural: str, singular: str, short_names: list[str], version: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": kind + "List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
+                "categories": ["kubeinfer", "all"],
+            },
+            "versions": [version],
+        },
+    }
 
 
 def inference_model_crd() -> dict[str, Any]:
     spec = _schema_of(api.InferenceModelSpec, "spec")
-    status = _schema_of(api.InferenceModelStatus, "status")
-    status["x-kubernetes-preserve-unknown-fields"] = True  # kopf may add its own fields
-    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    status = _status_schema(api.InferenceModelStatus)
     ready = '.status.conditions[?(@.type=="Ready")]'
     version = {
         "name": api.VERSION,
@@ -125,31 +159,55 @@ def inference_model_crd() -> dict[str, Any]:
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
-        "spec": {
-            "group": api.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": api.KIND,
-                "listKind": api.KIND + "List",
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": list(api.SHORT_NAMES),
-                "categories": ["kubeinfer", "all"],
-            },
-            "versions": [version],
+    return _crd(api.KIND, api.PLURAL, api.SINGULAR, api.SHORT_NAMES, version)
+
+
+def inference_ensemble_crd() -> dict[str, Any]:
+    spec = _schema_of(api.InferenceEnsembleSpec, "spec", api.ENSEMBLE_CEL_RULES)
+    for key in ("inputs", "outputs", "steps"):
+        _map_list(spec["properties"][key])
+    status = _status_schema(api.InferenceEnsembleStatus)
+    ready = '.status.conditions[?(@.type=="Ready")]'
+    version = {
+        "name": api.VERSION,
+        "served": True,
+        "storage": True,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "description": "InferenceEnsemble serves a pipeline of models (InferenceModels of the same "
+                "namespace or external KServe v2 endpoints) as one v2 model, from a Deployment of kubeinfer "
+                "routers, with a Service, a ConfigMap holding the definition and a PDB.",
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object"},
+                    "spec": spec,
+                    "status": status,
+                },
+                "required": ["spec"],
+            }
         },
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": [
+            {"name": "Ready", "type": "string", "jsonPath": ready + ".status"},
+            {"name": "Steps", "type": "string", "jsonPath": ".status.steps"},
+            {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+            {"name": "Reason", "type": "string", "jsonPath": ready + ".reason", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": ready + ".message", "priority": 1},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
     }
+    return _crd(api.ENSEMBLE_KIND, api.ENSEMBLE_PLURAL, api.ENSEMBLE_SINGULAR, api.ENSEMBLE_SHORT_NAMES, version)
 
 
 def render_all() -> dict[str, str]:
     """File name -> YAML text of every CRD."""
-    crd = inference_model_crd()
-    text = HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
-    return {f"{api.GROUP}_{api.PLURAL}.yaml": text}
+    out = {}
+    for crd in (inference_model_crd(), inference_ensemble_crd()):
+        text = HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
+        out[f"{crd['metadata']['name'].split('.', 1)[1]}_{crd['metadata']['name'].split('.', 1)[0]}.yaml"] = text
+    return out
 
 
 def drift(out: Path) -> list[str]:

@@ -1,9 +1,11 @@
-"""``InferenceModel`` (kubeinfer.dev/v1alpha1) as pydantic models: the single source.
+"""``InferenceModel`` and ``InferenceEnsemble`` (kubeinfer.dev/v1alpha1) as pydantic models:
+the single source.
 
-The operator parses a resource's ``spec`` into :class:`InferenceModelSpec` once and works
+The operator parses a resource's ``spec`` into :class:`InferenceModelSpec` (or
+:class:`InferenceEnsembleSpec`) once and works
 on typed objects from then on; :mod:`kubeinfer.operator.api.crdgen` turns the same models
 into the CRD's OpenAPI schema (descriptions become ``kubectl explain`` text) and adds the
-CEL rules in :data:`CEL_RULES` for what a schema alone cannot say.
+CEL rules in :data:`CEL_RULES` (:data:`ENSEMBLE_CEL_RULES`) for what a schema alone cannot say.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ KIND = "InferenceModel"
 PLURAL = "inferencemodels"
 SINGULAR = "inferencemodel"
 SHORT_NAMES = ["im"]
+
+ENSEMBLE_KIND = "InferenceEnsemble"
+ENSEMBLE_PLURAL = "inferenceensembles"
+ENSEMBLE_SINGULAR = "inferenceensemble"
+ENSEMBLE_SHORT_NAMES = ["ie"]
 
 URI_SCHEMES = ("http", "https", "s3", "gs", "pvc")
 # the same rule, in Python and in CEL, so a spec that passed the API server also parses here
@@ -241,6 +248,131 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             ),
             "message": "set either runtime.gpus or resources.limits['nvidia.com/gpu'], not both",
             "fieldPath": ".gpus",
+        },
+    ],
+}
+
+
+# ---------------------------------------------------------------------------------------
+# InferenceEnsemble: a pipeline of models served as one model by the kubeinfer router
+
+V2_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                "FP16", "FP32", "FP64", "BYTES")
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+TENSOR_NAME = r"^[A-Za-z0-9_.:/-]+$"
+
+
+class TensorSpec(_Model):
+    """An ensemble input or output tensor."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=TENSOR_NAME)
+    datatype: Literal[V2_DATATYPES]  # type: ignore[valid-type]
+    """KServe v2 datatype (FP32, INT64, UINT8, BYTES, ...)."""
+    dims: list[int] = Field(default_factory=list, max_length=16)
+    """Shape without the batch dimension when maxBatchSize > 0; -1 is variable."""
+
+
+class EnsembleStep(_Model):
+    """One step of the pipeline: a model (an InferenceModel of the same namespace, or an
+    external v2 endpoint) with Triton's input_map / output_map."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Step name (unique in the ensemble; errors and metrics name it)."""
+    model_ref: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL)
+    """Name of an InferenceModel in the ensemble's namespace; the step calls its Service and
+    the model name it serves."""
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^/\s]+/?$")
+    """Base URL (http://host:port) of an external KServe v2 endpoint, instead of modelRef."""
+    model_name: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    """Model name at an external url (default: the step name); only with url."""
+    model_version: str | None = Field(default=None, max_length=32)
+    """Model version to call (default: the endpoint's default version)."""
+    input_map: dict[str, str] = Field(min_length=1, max_length=64)
+    """Step model input -> ensemble tensor it reads."""
+    output_map: dict[str, str] = Field(min_length=1, max_length=64)
+    """Step model output -> ensemble tensor it writes."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EnsembleStep:
+        if (self.model_ref is None) == (self.url is None):
+            raise ValueError(f"step '{self.name}': set exactly one of modelRef and url")
+        if self.model_name is not None and self.url is None:
+            raise ValueError(f"step '{self.name}': modelName is only for an external url (a modelRef "
+                             "serves the model its InferenceModel names)")
+        return self
+
+
+class RouterSpec(_Model):
+    """The router Deployment (``kubeinfer route``) that serves the ensemble."""
+
+    replicas: int = Field(default=1, ge=0)
+    image: str | None = None
+    """Router image (default: the operator's runtime image; the router is part of it)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    resources: Resources = Field(default_factory=Resources)
+    env: list[EnvVar] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: Annotated[dict[str, Any] | None, _free_object("Pod affinity rules (core/v1 Affinity).")] = None
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+    max_inflight: int | None = Field(default=None, ge=1)
+    """Requests executing at once per router pod; more are rejected with 503 (default 256)."""
+    shutdown_delay_seconds: int = Field(default=5, ge=0, le=300)
+    """Seconds a pod keeps serving after SIGTERM with readiness already false."""
+    drain_seconds: int = Field(default=30, ge=1, le=3600)
+    """Seconds allowed for in-flight requests to finish after the delay."""
+
+
+class InferenceEnsembleSpec(_Model):
+    """Desired state of an InferenceEnsemble: a pipeline of models served as one v2 model
+    by a Deployment of kubeinfer routers."""
+
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)
+    """Name the ensemble is served under (default: the resource's name)."""
+    max_batch_size: int = Field(default=0, ge=0)
+    """> 0: tensors carry a leading batch dimension that dims exclude."""
+    inputs: list[TensorSpec] = Field(min_length=1, max_length=64)
+    outputs: list[TensorSpec] = Field(min_length=1, max_length=64)
+    steps: list[EnsembleStep] = Field(min_length=1, max_length=32)
+    """The steps; they run as a DAG derived from the tensors they read and write."""
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    @model_validator(mode="after")
+    def _unique(self) -> InferenceEnsembleSpec:
+        for what, items in (("steps", self.steps), ("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [i.name for i in items]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{what}: duplicate name(s) {', '.join(dup)}")
+        return self
+
+
+class InferenceEnsembleStatus(_Model):
+    """Observed state, written by the operator."""
+
+    model_config = ConfigDict(extra="allow")
+    observed_generation: int | None = None
+    url: str | None = None
+    """In-cluster HTTP endpoint of the ensemble (KServe v2 protocol)."""
+    model_name: str | None = None
+    steps: str | None = None
+    """Steps whose model is ready, of all steps (e.g. 2/3)."""
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+ENSEMBLE_CEL_RULES: dict[str, list[dict[str, str]]] = {
+    "spec.steps[]": [
+        {
+            "rule": "has(self.modelRef) != has(self.url)",
+            "message": "each step sets exactly one of modelRef and url",
+        },
+        {
+            "rule": "!has(self.modelName) || has(self.url)",
+            "message": "modelName is only for a step with an external url",
+            "fieldPath": ".modelName",
         },
     ],
 }
