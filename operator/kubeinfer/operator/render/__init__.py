@@ -10,11 +10,28 @@ from __future__ import annotations
 from typing import Any
 
 from kubeinfer.operator.render.autoscaling import horizontal_pod_autoscaler
-from kubeinfer.operator.render.common import InvalidSpec, RenderOptions, Target, url
+from kubeinfer.operator.render.common import (
+    EnsembleTarget,
+    InvalidSpec,
+    RenderOptions,
+    ResolvedStep,
+    Target,
+    service_url,
+    url,
+)
 from kubeinfer.operator.render.config import config_map, config_text
 from kubeinfer.operator.render.deployment import deployment
+from kubeinfer.operator.render.ensemble import render_ensemble
 from kubeinfer.operator.render.monitoring import service_monitor
 from kubeinfer.operator.render.network import pod_disruption_budget, service
+
+# what an InferenceEnsemble owns (always all of them)
+ENSEMBLE_OWNED_KINDS = (
+    ("v1", "ConfigMap"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
 
 # every kind the operator may own, in apply order (the deletion sweep walks them too)
 OWNED_KINDS = (
@@ -41,4 +58,16 @@ def render_all(t: Target, options: RenderOptions) -> list[dict[str, Any]]:
     return [o for o in objects if o is not None]
 
 
-__all__ = ["OWNED_KINDS", "InvalidSpec", "RenderOptions", "Target", "render_all", "url"]
+__all__ = [
+    "ENSEMBLE_OWNED_KINDS",
+    "OWNED_KINDS",
+    "EnsembleTarget",
+    "InvalidSpec",
+    "RenderOptions",
+    "ResolvedStep",
+    "Target",
+    "render_all",
+    "render_ensemble",
+    "service_url",
+    "url",
+]

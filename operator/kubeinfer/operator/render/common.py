@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeinfer.operator import __version__
-from kubeinfer.operator.api.v1alpha1 import API_VERSION, KIND, InferenceModelSpec
+from kubeinfer.operator.api.v1alpha1 import (
+    API_VERSION,
+    ENSEMBLE_KIND,
+    KIND,
+    InferenceEnsembleSpec,
+    InferenceModelSpec,
+)
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -20,6 +26,7 @@ CONFIG_DIR = "/etc/kubeinfer/model-config"
 RUNTIME_UID = 1000
 MANAGED_BY = "kubeinfer-operator"
 SELECTOR_LABEL = "kubeinfer.dev/inferencemodel"
+ENSEMBLE_SELECTOR_LABEL = "kubeinfer.dev/inferenceensemble"
 CONFIG_HASH_ANNOTATION = "kubeinfer.dev/config-hash"
 
 
@@ -45,30 +52,65 @@ class Target:
     uid: str
     spec: InferenceModelSpec
 
+    kind = KIND
+    component = "model"
+    selector_label = SELECTOR_LABEL
+
     @property
     def model_name(self) -> str:
         return self.spec.model.name or self.name
 
 
-def selector_labels(t: Target) -> dict[str, str]:
-    return {SELECTOR_LABEL: t.name}
+@dataclass(frozen=True)
+class ResolvedStep:
+    """Where one ensemble step's model is served (the reconciler resolves modelRefs)."""
+
+    name: str
+    model_name: str
+    url: str
 
 
-def labels(t: Target) -> dict[str, str]:
+@dataclass(frozen=True)
+class EnsembleTarget:
+    """One InferenceEnsemble to render, its steps resolved to endpoints (same order)."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: InferenceEnsembleSpec
+    steps: tuple[ResolvedStep, ...]
+
+    kind = ENSEMBLE_KIND
+    component = "router"
+    selector_label = ENSEMBLE_SELECTOR_LABEL
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model_name or self.name
+
+
+Owner = Target | EnsembleTarget
+
+
+def selector_labels(t: Owner) -> dict[str, str]:
+    return {t.selector_label: t.name}
+
+
+def labels(t: Owner) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "kubeinfer-runtime",
         "app.kubernetes.io/instance": t.name,
-        "app.kubernetes.io/component": "model",
+        "app.kubernetes.io/component": t.component,
         "app.kubernetes.io/part-of": "kubeinfer",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         **selector_labels(t),
     }
 
 
-def owner_reference(t: Target) -> dict[str, Any]:
+def owner_reference(t: Owner) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
-        "kind": KIND,
+        "kind": t.kind,
         "name": t.name,
         "uid": t.uid,
         "controller": True,
@@ -76,7 +118,7 @@ def owner_reference(t: Target) -> dict[str, Any]:
     }
 
 
-def metadata(t: Target, name: str | None = None) -> dict[str, Any]:
+def metadata(t: Owner, name: str | None = None) -> dict[str, Any]:
     return {
         "name": name or t.name,
         "namespace": t.namespace,
@@ -89,9 +131,14 @@ def config_map_name(t: Target) -> str:
     return f"{t.name}-model-config"
 
 
-def url(t: Target, options: RenderOptions) -> str:
-    return f"http://{t.name}.{t.namespace}.svc.{options.cluster_domain}:{HTTP_PORT}"
+def service_url(name: str, namespace: str, options: RenderOptions) -> str:
+    """In-cluster HTTP URL of the Service an InferenceModel (or InferenceEnsemble) owns."""
+    return f"http://{name}.{namespace}.svc.{options.cluster_domain}:{HTTP_PORT}"
 
 
-def selector_string(t: Target) -> str:
+def url(t: Owner, options: RenderOptions) -> str:
+    return service_url(t.name, t.namespace, options)
+
+
+def selector_string(t: Owner) -> str:
     return ",".join(f"{k}={v}" for k, v in selector_labels(t).items())

@@ -33,7 +33,7 @@ GPU_RESOURCE = "nvidia.com/gpu"
 PROBE_PERIOD = 5
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -42,7 +42,7 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _pod_security() -> dict[str, Any]:
+def pod_security() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": RUNTIME_UID,
@@ -52,7 +52,7 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": "http"},
         "periodSeconds": period,
@@ -87,7 +87,12 @@ def serve_command(t: Target) -> list[str]:
 
 
 def runtime_env(t: Target) -> list[dict[str, Any]]:
-    rt = t.spec.runtime
+    return container_env(t.spec.runtime)
+
+
+def container_env(rt: Any) -> list[dict[str, Any]]:
+    """Shutdown delay, log level, then the user's env (which wins); ``rt`` is a RuntimeSpec
+    or a RouterSpec."""
     env: list[dict[str, Any]] = [
         {"name": "KUBEINFER_SHUTDOWN_DELAY_SECONDS", "value": str(rt.shutdown_delay_seconds)},
     ]
@@ -152,12 +157,24 @@ def fetch_container(t: Target, image: str, pull: str, config_text: str | None, m
         "imagePullPolicy": pull,
         "command": fetch_command(t, config_text is not None),
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": mounts,
     }
     if t.spec.model.credentials_secret:
         c["envFrom"] = [{"secretRef": {"name": t.spec.model.credentials_secret}}]
     return c
+
+
+def container_ports() -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+    ]
+
+
+def scrape_annotations() -> dict[str, str]:
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 
 
 def runtime_container(t: Target, image: str, pull: str) -> dict[str, Any]:
@@ -168,16 +185,12 @@ def runtime_container(t: Target, image: str, pull: str) -> dict[str, Any]:
         "imagePullPolicy": pull,
         "command": serve_command(t),
         "env": runtime_env(t),
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
-        ],
-        "startupProbe": _probe("/v2/health/ready", PROBE_PERIOD, max(1, rt.startup_timeout_seconds // PROBE_PERIOD)),
-        "readinessProbe": _probe("/v2/health/ready", PROBE_PERIOD, 2),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "ports": container_ports(),
+        "startupProbe": probe("/v2/health/ready", PROBE_PERIOD, max(1, rt.startup_timeout_seconds // PROBE_PERIOD)),
+        "readinessProbe": probe("/v2/health/ready", PROBE_PERIOD, 2),
+        "livenessProbe": probe("/v2/health/live", 10, 3),
         "resources": resources(t),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": "models", "mountPath": MODEL_ROOT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -191,7 +204,7 @@ def deployment(t: Target, options: RenderOptions, config_text: str | None = None
     pull = rt.image_pull_policy or options.image_pull_policy
     volumes, fetch_mounts = _volumes(t, config_text)
     pod: dict[str, Any] = {
-        "securityContext": _pod_security(),
+        "securityContext": pod_security(),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": rt.shutdown_delay_seconds + rt.drain_seconds,
@@ -218,12 +231,7 @@ def deployment(t: Target, options: RenderOptions, config_text: str | None = None
         "template": {
             "metadata": {
                 "labels": labels(t),
-                "annotations": {
-                    CONFIG_HASH_ANNOTATION: config_hash(config_text),
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(METRICS_PORT),
-                    "prometheus.io/path": "/metrics",
-                },
+                "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config_text), **scrape_annotations()},
             },
             "spec": pod,
         },

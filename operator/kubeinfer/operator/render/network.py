@@ -1,13 +1,13 @@
-"""The Service in front of the runtime pods and the PodDisruptionBudget guarding them."""
+"""The Service in front of the runtime (or router) pods and the PodDisruptionBudget guarding them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from kubeinfer.operator.render.common import GRPC_PORT, HTTP_PORT, METRICS_PORT, Target, metadata, selector_labels
+from kubeinfer.operator.render.common import GRPC_PORT, HTTP_PORT, METRICS_PORT, Owner, metadata, selector_labels
 
 
-def service(t: Target) -> dict[str, Any]:
+def service(t: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -30,7 +30,7 @@ def service(t: Target) -> dict[str, Any]:
     }
 
 
-def pod_disruption_budget(t: Target) -> dict[str, Any]:
+def pod_disruption_budget(t: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
