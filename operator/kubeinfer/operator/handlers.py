@@ -7,6 +7,11 @@ reconciler and API injected. What triggers a reconcile pass:
 - an owned Deployment changes (status for the CR; drift of the Deployment is corrected);
 - every ``resync_seconds``, each InferenceModel (drift of the other owned objects).
 
+And an InferenceEnsemble is reconciled when it is created, its spec changes or the operator
+starts; when its router Deployment changes; when an InferenceModel it refers to appears,
+disappears or changes readiness or served name (event-driven, so the ensemble follows its
+models); and every ``resync_seconds`` as a backstop.
+
 A permanent :class:`~kubeinfer.operator.reconcile.Failure` (invalid spec, object rejected
 by the API server) becomes a Warning Event and ``kopf.PermanentError``: no retries until
 the spec changes. Anything else is retried with a delay.
@@ -20,9 +25,9 @@ from typing import Any
 
 import kopf
 
-from kubeinfer.operator.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from kubeinfer.operator.api.v1alpha1 import API_VERSION, ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROUP, KIND, PLURAL, VERSION
 from kubeinfer.operator.k8s import ApiFailure, KubeApi
-from kubeinfer.operator.reconcile import Failure, Reconciler
+from kubeinfer.operator.reconcile import EnsembleReconciler, Failure, Reconciler, referenced_models
 from kubeinfer.operator.reconcile.reconciler import already_failed
 from kubeinfer.operator.render.common import MANAGED_BY
 from kubeinfer.operator.settings import OperatorSettings
@@ -52,7 +57,7 @@ def _plain(body: Any) -> dict[str, Any]:
     return copy.deepcopy({k: body[k] for k in body})
 
 
-async def _reconcile(reconciler: Reconciler, body: dict[str, Any], raise_errors: bool) -> None:
+async def _reconcile(reconciler: Reconciler | EnsembleReconciler, body: dict[str, Any], raise_errors: bool) -> None:
     try:
         await reconciler.reconcile(body)
     except Failure as failure:
@@ -66,10 +71,29 @@ async def _reconcile(reconciler: Reconciler, body: dict[str, Any], raise_errors:
         log.warning("%s/%s: %s (will retry)", body["metadata"]["namespace"], body["metadata"]["name"], failure.message)
 
 
-def build_registry(settings: OperatorSettings, api: KubeApi, reconciler: Reconciler) -> kopf.OperatorRegistry:
+def _model_key(body: dict[str, Any] | None) -> tuple[bool, str | None, str | None] | None:
+    """What ensembles care about in an InferenceModel: exists, Ready, served name."""
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    status = body.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return True, ready.get("status"), status.get("modelName")
+
+
+def build_registry(
+    settings: OperatorSettings,
+    api: KubeApi,
+    reconciler: Reconciler,
+    ensembles: EnsembleReconciler | None = None,
+) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     resource = (GROUP, VERSION, PLURAL)
+    ensemble_resource = (GROUP, VERSION, ENSEMBLE_PLURAL)
+    ensembles = ensembles or EnsembleReconciler(api, reconciler.options)
     tasks: list[asyncio.Task[None]] = []
+    # (namespace, name) -> _model_key of the last event seen for that InferenceModel
+    seen_models: dict[tuple[str, str], Any] = {}
+    reconcilers: dict[str, Reconciler | EnsembleReconciler] = {KIND: reconciler, ENSEMBLE_KIND: ensembles}
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
@@ -92,23 +116,60 @@ def build_registry(settings: OperatorSettings, api: KubeApi, reconciler: Reconci
     async def reconcile_model(body: kopf.Body, **_: Any) -> None:
         await _reconcile(reconciler, _plain(body), raise_errors=True)
 
+    @kopf.on.resume(*ensemble_resource, registry=registry)
+    @kopf.on.create(*ensemble_resource, registry=registry)
+    @kopf.on.update(*ensemble_resource, registry=registry)
+    async def reconcile_ensemble(body: kopf.Body, **_: Any) -> None:
+        await _reconcile(ensembles, _plain(body), raise_errors=True)
+
+    @kopf.on.event(*resource, registry=registry)
+    async def model_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+        """Re-run the ensembles that refer to a model whose existence, readiness or served
+        name changed (the model's own reconcile is the handlers above)."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        state = None if type == "DELETED" else _model_key(_plain(body))
+        if key in seen_models and seen_models[key] == state:
+            return
+        first = key not in seen_models
+        seen_models[key] = state
+        if state is None:
+            seen_models.pop(key, None)
+        if first and type is None:
+            return  # the initial listing: the ensembles' own resume handlers cover it
+        await reconcile_referencing(key[0], key[1])
+
+    async def reconcile_referencing(namespace: str, model: str) -> None:
+        try:
+            bodies = await api.list_inference_ensembles([namespace])
+        except ApiFailure as exc:
+            log.warning("cannot list the InferenceEnsembles of %s: %s", namespace, exc)
+            return
+        for ens in bodies:
+            if model in referenced_models(ens) and not ens["metadata"].get("deletionTimestamp"):
+                if not already_failed(ens):
+                    log.info("InferenceModel %s/%s changed: reconciling InferenceEnsemble %s", namespace, model,
+                             ens["metadata"]["name"])
+                    await _reconcile(ensembles, ens, raise_errors=False)
+
     @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
     async def deployment_changed(body: kopf.Body, **_: Any) -> None:
         meta = body.get("metadata") or {}
         owner = next(
-            (r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND and r.get("controller")), None
+            (r for r in meta.get("ownerReferences") or [] if r.get("kind") in reconcilers and r.get("controller")),
+            None,
         )
         if owner is None:
             return
         try:
-            model = await api.get(API_VERSION, KIND, meta["namespace"], owner["name"])
+            obj = await api.get(API_VERSION, owner["kind"], meta["namespace"], owner["name"])
         except ApiFailure as exc:
             log.warning("cannot read the owner of Deployment %s/%s: %s", meta["namespace"], meta["name"], exc)
             return
-        if model is None or model["metadata"].get("deletionTimestamp") or model["metadata"]["uid"] != owner["uid"]:
+        if obj is None or obj["metadata"].get("deletionTimestamp") or obj["metadata"]["uid"] != owner["uid"]:
             return
-        if not already_failed(model):
-            await _reconcile(reconciler, model, raise_errors=False)
+        if not already_failed(obj):
+            await _reconcile(reconcilers[owner["kind"]], obj, raise_errors=False)
 
     async def resync_forever() -> None:
         while True:
@@ -121,13 +182,21 @@ def build_registry(settings: OperatorSettings, api: KubeApi, reconciler: Reconci
             for model in models:
                 if not model["metadata"].get("deletionTimestamp") and not already_failed(model):
                     await _reconcile(reconciler, model, raise_errors=False)
+            try:
+                bodies = await api.list_inference_ensembles(settings.namespaces)
+            except ApiFailure as exc:
+                log.warning("resync: %s", exc)
+                continue
+            for ens in bodies:
+                if not ens["metadata"].get("deletionTimestamp") and not already_failed(ens):
+                    await _reconcile(ensembles, ens, raise_errors=False)
 
     return registry
 
 
 async def run_operator(settings: OperatorSettings, api: KubeApi, liveness: str | None = None) -> None:
     reconciler = Reconciler(api, settings.render_options())
-    registry = build_registry(settings, api, reconciler)
+    registry = build_registry(settings, api, reconciler, EnsembleReconciler(api, settings.render_options()))
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings, settings)
     await kopf.operator(

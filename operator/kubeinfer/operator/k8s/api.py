@@ -21,11 +21,13 @@ from lightkube.resources.core_v1 import ConfigMap, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
-from kubeinfer.operator.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
+from kubeinfer.operator.api.v1alpha1 import ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROUP, KIND, PLURAL, VERSION
 
 InferenceModel = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+InferenceEnsemble = create_namespaced_resource(GROUP, VERSION, ENSEMBLE_KIND, ENSEMBLE_PLURAL)
 ServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
 InferenceModelStatus = InferenceModel.Status
+_STATUS = {KIND: InferenceModel.Status, ENSEMBLE_KIND: InferenceEnsemble.Status}
 
 _KINDS: dict[tuple[str, str], Any] = {
     ("v1", "ConfigMap"): ConfigMap,
@@ -35,6 +37,7 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
     (f"{GROUP}/{VERSION}", KIND): InferenceModel,
+    (f"{GROUP}/{VERSION}", ENSEMBLE_KIND): InferenceEnsemble,
 }
 
 
@@ -129,21 +132,29 @@ class KubeApi:
             raise _failure(exc, f"delete {kind} {namespace}/{name}") from None
         return True
 
-    async def list_inference_models(self, namespaces: list[str]) -> list[dict[str, Any]]:
+    async def _list(self, res: Any, what: str, namespaces: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         try:
             for ns in namespaces or [ALL_NS]:
-                async for obj in self._client.list(InferenceModel, namespace=ns):
+                async for obj in self._client.list(res, namespace=ns):
                     out.append(_as_dict(obj))
         except (ApiError, httpx2.HTTPError, asyncio.TimeoutError) as exc:
-            raise _failure(exc, "list InferenceModels") from None
+            raise _failure(exc, f"list {what}") from None
         return out
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (conditions are replaced as one list)."""
+    async def list_inference_models(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        return await self._list(InferenceModel, "InferenceModels", namespaces)
+
+    async def list_inference_ensembles(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """InferenceEnsembles in ``namespaces`` (all namespaces when empty)."""
+        return await self._list(InferenceEnsemble, "InferenceEnsembles", namespaces)
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any], kind: str = KIND) -> None:
+        """Merge-patch the status subresource (conditions are replaced as one list) of an
+        InferenceModel, or of an InferenceEnsemble with ``kind``."""
         try:
             await self._client.patch(
-                InferenceModelStatus,
+                _STATUS[kind],
                 name,
                 {"status": status},
                 namespace=namespace,
@@ -152,6 +163,6 @@ class KubeApi:
         except ApiError as exc:
             if exc.status.code == 404:
                 return  # deleted meanwhile
-            raise _failure(exc, f"status of InferenceModel {namespace}/{name}") from None
+            raise _failure(exc, f"status of {kind} {namespace}/{name}") from None
         except (httpx2.HTTPError, asyncio.TimeoutError) as exc:
-            raise _failure(exc, f"status of InferenceModel {namespace}/{name}") from None
+            raise _failure(exc, f"status of {kind} {namespace}/{name}") from None
