@@ -8,19 +8,32 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from kubeinfer.operator.api.v1alpha1 import InferenceModelSpec
-from kubeinfer.operator.render import RenderOptions, Target
+from kubeinfer.operator.api.v1alpha1 import InferenceEnsembleSpec, InferenceModelSpec
+from kubeinfer.operator.render import EnsembleTarget, RenderOptions, ResolvedStep, Target
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "manifests"
 K8S_VERSION = "1.36.0"
 
 
-def example_docs() -> list[dict[str, Any]]:
+def example_docs(kind: str = "InferenceModel") -> list[dict[str, Any]]:
     docs = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == kind]
     return docs
+
+
+def ensemble_target_of(doc: dict[str, Any], namespace: str = "models", uid: str = "uid-e") -> EnsembleTarget:
+    """An ensemble target with every modelRef resolved as the reconciler would (the
+    InferenceModel's Service; served name = the ref)."""
+    spec = InferenceEnsembleSpec.model_validate(doc["spec"])
+    ns = doc["metadata"].get("namespace", namespace)
+    steps = tuple(
+        ResolvedStep(s.name, s.model_ref, f"http://{s.model_ref}.{ns}.svc.cluster.local:8000")
+        if s.model_ref else ResolvedStep(s.name, s.model_name or s.name, s.url or "")
+        for s in spec.steps
+    )
+    return EnsembleTarget(name=doc["metadata"]["name"], namespace=ns, uid=uid, spec=spec, steps=steps)
 
 
 def target_of(doc: dict[str, Any], namespace: str = "models", uid: str = "1234-abcd") -> Target:
