@@ -98,19 +98,23 @@ class ModelServable:
                 elif spec.random_data and dtype.kind in "fiu":
                     feed[name] = np.random.default_rng(0).random(shape).astype(dtype)
                 else:
-                    feed[name] = np.zeros(shape, dtype=dtype) if dtype.kind != "O" else np.full(shape, b"", dtype=object)
+                    feed[name] = _zeros(shape, dtype)
             samples.extend([(w.name, feed)] * max(w.count, 1))
         if samples:
             for name, feed in samples:
                 backend.execute(feed, outputs)
                 log.info("warm-up sample '%s' ran", name)
             return
-        feed = {}
-        for c in self._checks:
-            if c.optional:
-                continue
-            shape = batch + tuple(1 if d == -1 else d for d in (c.reshape or c.dims))
-            feed[c.name] = np.zeros(shape, dtype=c.dtype) if c.dtype.kind != "O" else np.full(shape, b"", dtype=object)
+        # zeros for every input of the model file's own signature (batch dimension, the
+        # sequence batcher's control and state tensors included), else of the config
+        specs = backend.inputs or [
+            s.__class__(s.name, s.datatype, batch + s.shape) for s in self.config.inputs()
+        ]
+        feed = {
+            s.name: _zeros(tuple(1 if d == -1 else d for d in s.shape), to_numpy(s.datatype))
+            for s in specs
+            if not s.optional
+        }
         try:
             backend.execute(feed, outputs)
             log.info("warm-up ran one synthetic batch")
@@ -199,3 +203,6 @@ class ModelServable:
     def statistics(self) -> dict:
         return self.stats.to_json()
 
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype) if dtype.kind != "O" else np.full(shape, b"", dtype=object)

@@ -88,14 +88,21 @@ def uvicorn_server(app, host: str, port: int, log_level: str) -> _Server:
 
 def describe(loaded: LoadedModel, settings: RuntimeSettings) -> str:
     c = loaded.config
-    db = c.dynamic_batching
-    batching = (
-        f"dynamic batching max_batch_size={c.max_batch_size} "
-        f"preferred={db.preferred_batch_size or '-'} delay_us={db.max_queue_delay_microseconds} "
-        f"max_queue_size={db.default_queue_policy.max_queue_size or 'unbounded'}"
-        if db is not None
-        else f"no batching delay, max_batch_size={c.max_batch_size}"
-    )
+    db, sb = c.dynamic_batching, c.sequence_batching
+    if sb is not None:
+        strategy = "oldest" if sb.oldest is not None else "direct"
+        batching = (
+            f"sequence batching ({strategy}) max_batch_size={c.max_batch_size} "
+            f"idle_us={sb.max_sequence_idle_microseconds or 1_000_000}"
+        )
+    elif db is not None:
+        batching = (
+            f"dynamic batching max_batch_size={c.max_batch_size} "
+            f"preferred={db.preferred_batch_size or '-'} delay_us={db.max_queue_delay_microseconds} "
+            f"max_queue_size={db.default_queue_policy.max_queue_size or 'unbounded'}"
+        )
+    else:
+        batching = f"no batching delay, max_batch_size={c.max_batch_size}"
     return (
         f"model '{loaded.name}' version {loaded.version} backend {loaded.backend_kind} "
         f"({loaded.path}); {batching}; instances={c.instance_count}"
