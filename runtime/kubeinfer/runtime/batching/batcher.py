@@ -21,10 +21,12 @@ Failure handling:
   already executing, its result is dropped. The awaiting task sees ``CancelledError``.
 
 Fast models run inline: with one instance, once the backend's recent batches took less
-than ``INLINE_BELOW_NS`` each (an exponential average of compute_infer), a batch executes
+than ``INLINE_BELOW_NS`` each (the median compute_infer of the last few), a batch executes
 on the event loop itself, scheduled with ``call_soon`` so that requests already parsed join
 the queue first. Handing a 50 µs batch to a thread and back costs more than the batch (GIL
-hand-offs); slower models keep the thread, so the loop is never blocked for long.
+hand-offs); slower models keep the thread, so the loop is never blocked for long. Only inline runs are
+measured (on a thread the time includes waits for the GIL), so while on the thread one
+batch in ``PROBE_EVERY`` runs inline to measure again.
 
 Timers: the event loop wakes with millisecond resolution, so when nothing else happens a
 batching delay below 1 ms is served at about 1 ms; arrivals and completions re-check the
@@ -64,16 +66,19 @@ Result = Outputs | InferError
 
 
 #: batches faster than this (exponential average) run on the event loop when instances == 1
-INLINE_BELOW_NS = 300_000
-_EWMA_WEIGHT = 0.5
+INLINE_BELOW_NS = 1_000_000
+_RECENT = 8
+#: on the thread, every this many batches one runs inline to measure the model again
+PROBE_EVERY = 64
 
 
 class _Flight:
     """One dispatched batch, from dispatch to its results on the loop."""
 
-    __slots__ = ("batch", "dispatch_ns", "results", "timings")
+    __slots__ = ("batch", "dispatch_ns", "results", "timings", "inline")
 
     def __init__(self, batch: list[Pending], dispatch_ns: int) -> None:
+        self.inline = False
         self.batch = batch
         self.dispatch_ns = dispatch_ns
         self.results: list[Result] | None = None
@@ -126,7 +131,9 @@ class DynamicBatcher:
         # start inline: measured on the loop thread, the first batches tell the truth (on
         # an instance thread the time includes GIL waits); a slow model moves to the
         # thread after its first batch
-        self._infer_ewma_ns = 0.0
+        self._infer_typical_ns = 0.0
+        self._inline_ns: deque[int] = deque(maxlen=_RECENT)
+        self._since_probe = 0
         self._inline_below_ns = inline_below_ns if instances == 1 else 0
 
     # -- Scheduler -------------------------------------------------------------------------
@@ -227,10 +234,15 @@ class DynamicBatcher:
         flight = _Flight(batch, now)
         if self._ordered:
             self._inflight.append(flight)
-        if self._infer_ewma_ns < self._inline_below_ns:
+        if self._inline_below_ns and (
+            self._infer_typical_ns < self._inline_below_ns or self._since_probe >= PROBE_EVERY
+        ):
+            self._since_probe = 0
+            flight.inline = True
             assert self._loop is not None
             self._loop.call_soon(self._run_inline, flight)
             return
+        self._since_probe += 1
         assert self._pool is not None
         self._pool.submit(self._run, flight)
 
@@ -251,8 +263,12 @@ class DynamicBatcher:
 
     def _complete(self, flight: _Flight) -> None:
         self._executing -= 1
-        for timing in flight.timings:
-            self._infer_ewma_ns += _EWMA_WEIGHT * (timing[2] - self._infer_ewma_ns)
+        if flight.inline:  # on a thread the time includes waits for the GIL: not counted
+            recent = self._inline_ns
+            recent.extend(t[2] for t in flight.timings)
+            # the median of the last few runs: a run preempted by another process is no
+            # reason to leave the loop
+            self._infer_typical_ns = sorted(recent)[len(recent) // 2]
         if self._ordered:
             inflight = self._inflight
             while inflight and inflight[0].results is not None:
