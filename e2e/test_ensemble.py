@@ -98,6 +98,8 @@ def test_ensemble_follows_its_models(kube_cluster, crd, ns):  # noqa: F811
     # restored: Ready again
     apply(c, ns, next(m for m in models if m["metadata"]["name"] == "digits"))
     ensemble_ready(c, ns, "True", "Available")
+    # and it was the InferenceModel watch that re-ran the ensemble, not only the resync
+    assert f"InferenceModel {ns}/digits changed: reconciling InferenceEnsemble digits-pipeline" in crd.log.read_text(errors="replace")
 
 
 @pytest.mark.parametrize("change, words", [

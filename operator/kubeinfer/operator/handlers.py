@@ -57,7 +57,7 @@ def _plain(body: Any) -> dict[str, Any]:
     return copy.deepcopy({k: body[k] for k in body})
 
 
-async def _reconcile(reconciler: Reconciler | EnsembleReconciler, body: dict[str, Any], raise_errors: bool) -> None:
+async def _reconcile(reconciler: Any, body: dict[str, Any], raise_errors: bool) -> None:
     try:
         await reconciler.reconcile(body)
     except Failure as failure:
@@ -93,7 +93,20 @@ def build_registry(
     tasks: list[asyncio.Task[None]] = []
     # (namespace, name) -> _model_key of the last event seen for that InferenceModel
     seen_models: dict[tuple[str, str], Any] = {}
-    reconcilers: dict[str, Reconciler | EnsembleReconciler] = {KIND: reconciler, ENSEMBLE_KIND: ensembles}
+    # one pass at a time per ensemble: passes triggered by different events (its spec, its
+    # Deployment, a model) would otherwise race, and an older view of the models could
+    # overwrite a newer status
+    ensemble_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    class _Serialized:
+        async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
+            meta = body["metadata"]
+            lock = ensemble_locks.setdefault((meta["namespace"], meta["name"]), asyncio.Lock())
+            async with lock:
+                return await ensembles.reconcile(body)
+
+    serialized = _Serialized()
+    reconcilers: dict[str, Any] = {KIND: reconciler, ENSEMBLE_KIND: serialized}
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
@@ -120,7 +133,7 @@ def build_registry(
     @kopf.on.create(*ensemble_resource, registry=registry)
     @kopf.on.update(*ensemble_resource, registry=registry)
     async def reconcile_ensemble(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(ensembles, _plain(body), raise_errors=True)
+        await _reconcile(serialized, _plain(body), raise_errors=True)
 
     @kopf.on.event(*resource, registry=registry)
     async def model_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
@@ -150,7 +163,7 @@ def build_registry(
                 if not already_failed(ens):
                     log.info("InferenceModel %s/%s changed: reconciling InferenceEnsemble %s", namespace, model,
                              ens["metadata"]["name"])
-                    await _reconcile(ensembles, ens, raise_errors=False)
+                    await _reconcile(serialized, ens, raise_errors=False)
 
     @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
     async def deployment_changed(body: kopf.Body, **_: Any) -> None:
@@ -189,7 +202,7 @@ def build_registry(
                 continue
             for ens in bodies:
                 if not ens["metadata"].get("deletionTimestamp") and not already_failed(ens):
-                    await _reconcile(ensembles, ens, raise_errors=False)
+                    await _reconcile(serialized, ens, raise_errors=False)
 
     return registry
 
