@@ -23,8 +23,8 @@ from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import API_VERSION, ENSEMBLE_KIND, KIND, InferenceEnsembleSpec
 from kubeinfer.operator.k8s import ApiFailure
-from kubeinfer.operator.reconcile.reconciler import Failure, _changed, _utcnow
-from kubeinfer.operator.reconcile.status import _cond, deployment_conditions, failed_status, merge_conditions
+from kubeinfer.operator.reconcile.reconciler import Failure, status_changed, utcnow
+from kubeinfer.operator.reconcile.status import condition, deployment_conditions, failed_status, merge_conditions
 from kubeinfer.operator.render import (
     EnsembleTarget,
     InvalidSpec,
@@ -91,16 +91,16 @@ def models_condition(spec: InferenceEnsembleSpec, states: dict[str, ModelState],
     if missing:
         names = ", ".join(f"'{m}' (step '{step}')" for step, m in missing)
         noun = "InferenceModel" if len(missing) == 1 else "InferenceModels"
-        return _cond("Ready", False, "ModelNotFound", f"{noun} {names} not found in namespace '{namespace}'")
+        return condition("Ready", False, "ModelNotFound", f"{noun} {names} not found in namespace '{namespace}'")
     waiting = [(s.name, states[s.model_ref]) for s in spec.steps if s.model_ref and not states[s.model_ref].ready]
     if waiting:
         parts = "; ".join(f"InferenceModel '{st.name}' (step '{step}') is not Ready ({st.why})" for step, st in waiting)
-        return _cond("Ready", False, "ModelNotReady", parts)
+        return condition("Ready", False, "ModelNotReady", parts)
     return None
 
 
 class EnsembleReconciler:
-    def __init__(self, api: Api, options: RenderOptions, clock: Callable[[], str] = _utcnow) -> None:
+    def __init__(self, api: Api, options: RenderOptions, clock: Callable[[], str] = utcnow) -> None:
         self.api = api
         self.options = options
         self.clock = clock
@@ -153,7 +153,7 @@ class EnsembleReconciler:
 
         status = ensemble_status(target, self.options, states, deployment, meta.get("generation"),
                                  body.get("status"), self.clock())
-        if _changed(body.get("status") or {}, status):
+        if status_changed(body.get("status") or {}, status):
             await self.api.patch_status(namespace, name, status, kind=ENSEMBLE_KIND)
             ready = status["conditions"][0]
             log.info("InferenceEnsemble %s/%s: Ready=%s %s %s", namespace, name, ready["status"],
@@ -176,9 +176,9 @@ def ensemble_status(
     if blocked is not None:
         ready = blocked
     elif router_ready["status"] != "True":
-        ready = _cond("Ready", False, "RouterNotReady", f"router: {router_ready['message']}")
+        ready = condition("Ready", False, "RouterNotReady", f"router: {router_ready['message']}")
     else:
-        ready = _cond("Ready", True, "Available",
+        ready = condition("Ready", True, "Available",
                       f"{len(t.spec.steps)} steps ready; router: {router_ready['message']}")
     ok_steps = sum(1 for s in t.spec.steps if not s.model_ref or states[s.model_ref].ready)
     st = (deployment or {}).get("status") or {}

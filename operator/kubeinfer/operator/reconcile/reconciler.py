@@ -43,7 +43,7 @@ class Failure(Exception):
         self.delay = delay
 
 
-def _utcnow() -> str:
+def utcnow() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
@@ -71,7 +71,7 @@ def already_failed(body: dict[str, Any]) -> bool:
 
 
 class Reconciler:
-    def __init__(self, api: Api, options: RenderOptions, clock: Callable[[], str] = _utcnow) -> None:
+    def __init__(self, api: Api, options: RenderOptions, clock: Callable[[], str] = utcnow) -> None:
         self.api = api
         self.options = options
         self.clock = clock
@@ -108,10 +108,10 @@ class Reconciler:
             raise Failure("ApiUnavailable", exc.message, permanent=False) from None
 
         status = status_for(target, self.options, deployment, meta.get("generation"), body.get("status"), self.clock())
-        if _changed(body.get("status") or {}, status):
+        if status_changed(body.get("status") or {}, status):
             await self.api.patch_status(target.namespace, target.name, status)
         return status
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(old.get(k) != v for k, v in new.items())

@@ -16,7 +16,7 @@ from kubeinfer.operator.render.common import selector_string
 Conditions = list[dict[str, Any]]
 
 
-def _cond(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
     return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
 
 
@@ -34,9 +34,9 @@ def merge_conditions(new: Conditions, old: Conditions, generation: int | None, n
 def deployment_conditions(deployment: dict[str, Any] | None) -> Conditions:
     if deployment is None:
         return [
-            _cond("Ready", False, "Pending", "waiting for the Deployment to be created"),
-            _cond("Progressing", True, "Creating", "creating the Deployment"),
-            _cond("Degraded", False, "AsExpected", ""),
+            condition("Ready", False, "Pending", "waiting for the Deployment to be created"),
+            condition("Progressing", True, "Creating", "creating the Deployment"),
+            condition("Degraded", False, "AsExpected", ""),
         ]
     spec, st = deployment.get("spec") or {}, deployment.get("status") or {}
     want = spec.get("replicas", 1)
@@ -50,26 +50,26 @@ def deployment_conditions(deployment: dict[str, Any] | None) -> Conditions:
     rolling = not observed or updated < want or total > updated or available < updated
 
     if deadline:
-        prog = _cond("Progressing", False, "ProgressDeadlineExceeded", progressing.get("message", ""))
+        prog = condition("Progressing", False, "ProgressDeadlineExceeded", progressing.get("message", ""))
     elif rolling:
-        prog = _cond("Progressing", True, "RollingOut", f"{updated} of {want} replicas updated, {available} available")
+        prog = condition("Progressing", True, "RollingOut", f"{updated} of {want} replicas updated, {available} available")
     else:
-        prog = _cond("Progressing", False, "RolloutComplete", f"{want} replicas up to date")
+        prog = condition("Progressing", False, "RolloutComplete", f"{want} replicas up to date")
 
     if deadline:
-        degraded = _cond("Degraded", True, "ProgressDeadlineExceeded", progressing.get("message", ""))
+        degraded = condition("Degraded", True, "ProgressDeadlineExceeded", progressing.get("message", ""))
     elif failure.get("status") == "True":
-        degraded = _cond("Degraded", True, "ReplicaFailure", failure.get("message", ""))
+        degraded = condition("Degraded", True, "ReplicaFailure", failure.get("message", ""))
     else:
-        degraded = _cond("Degraded", False, "AsExpected", "")
+        degraded = condition("Degraded", False, "AsExpected", "")
 
     available_cond = dconds.get("Available", {}).get("status") == "True"
     if want == 0:
-        ready_c = _cond("Ready", False, "ScaledToZero", "replicas is 0")
+        ready_c = condition("Ready", False, "ScaledToZero", "replicas is 0")
     elif available_cond and ready >= 1:
-        ready_c = _cond("Ready", True, "Available", f"{ready}/{want} replicas ready")
+        ready_c = condition("Ready", True, "Available", f"{ready}/{want} replicas ready")
     else:
-        ready_c = _cond("Ready", False, "ReplicasNotReady", f"{ready}/{want} replicas ready")
+        ready_c = condition("Ready", False, "ReplicasNotReady", f"{ready}/{want} replicas ready")
     return [ready_c, prog, degraded]
 
 
@@ -101,9 +101,9 @@ def failed_status(
 ) -> dict[str, Any]:
     """Status for a spec that cannot be reconciled (InvalidSpec, ApplyRejected)."""
     new = [
-        _cond("Ready", False, reason, message),
-        _cond("Progressing", False, reason, "fix the spec; nothing is retried until it changes"),
-        _cond("Degraded", True, reason, message),
+        condition("Ready", False, reason, message),
+        condition("Progressing", False, reason, "fix the spec; nothing is retried until it changes"),
+        condition("Degraded", True, reason, message),
     ]
     return {
         "observedGeneration": generation,
