@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from kubeinfer.runtime.batching.interface import ExecuteFn, ExecuteRequestsFn, StatsSink
+from kubeinfer.runtime.batching.lifecycle import DrainingScheduler
 from kubeinfer.runtime.batching.policy import BatchPolicy, Pending, shape_key
 from kubeinfer.runtime.config.model import DynamicBatching
 from kubeinfer.runtime.errors import (
@@ -86,7 +87,7 @@ class _Flight:
         self.timings: list[tuple[int, int, int, int]] = []
 
 
-class DynamicBatcher:
+class DynamicBatcher(DrainingScheduler):
     """Triton's dynamic batcher (plus idle dispatch) as a ``Scheduler``.
 
     ``max_batch_size == 0``: the model does not batch; each request executes alone with its
@@ -172,23 +173,6 @@ class DynamicBatcher:
             if self._closed:
                 self._check_drained()
             raise
-
-    async def drain(self) -> None:
-        """New requests get ModelNotReady; queued ones go at once (no batching delay)."""
-        self._closed = True
-        if self._loop is None:
-            return
-        if self._policy.pending or self._executing:
-            if self._drained is None:
-                self._drained = self._loop.create_future()
-            self._pump()
-            await asyncio.shield(self._drained)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
     # -- scheduling (event loop) -----------------------------------------------------------
 
@@ -295,16 +279,6 @@ class DynamicBatcher:
             else:
                 fut.set_exception(result)
                 stats.request_failed(now - e.enqueue_ns, result.reason)
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if (
-            drained is not None
-            and not drained.done()
-            and not self._policy.pending
-            and not self._executing
-        ):
-            drained.set_result(None)
 
     # -- execution (instance threads) ------------------------------------------------------
 

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from kubeinfer.runtime.batching.interface import ExecuteFn, StatsSink
+from kubeinfer.runtime.batching.lifecycle import DrainingScheduler
 from kubeinfer.runtime.batching.policy import shape_key
 from kubeinfer.runtime.batching.sequence_policy import (
     Batch,
@@ -149,7 +150,7 @@ class _Flight:
         self.timings: list[tuple[int, int, int, int]] = []
 
 
-class SequenceBatcher:
+class SequenceBatcher(DrainingScheduler):
     """Triton's sequence batcher (``direct`` or ``oldest``) as a ``Scheduler``."""
 
     def __init__(
@@ -243,23 +244,6 @@ class SequenceBatcher:
                 self._check_drained()
             raise
 
-    async def drain(self) -> None:
-        """New requests get ModelNotReady; queued ones still run, then the pool stops."""
-        self._closed = True
-        if self._loop is None:
-            return
-        if self._policy.pending or self._executing:
-            if self._drained is None:
-                self._drained = self._loop.create_future()
-            self._pump()
-            await asyncio.shield(self._drained)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
     # -- scheduling (event loop) -----------------------------------------------------------
 
     def _kick(self) -> None:
@@ -331,11 +315,6 @@ class SequenceBatcher:
                 fut.set_exception(result)
                 stats.request_failed(now - e.enqueue_ns, result.reason)
         self._pump()
-
-    def _check_drained(self) -> None:
-        drained = self._drained
-        if drained is not None and not drained.done() and not self._policy.pending and not self._executing:
-            drained.set_result(None)
 
     # -- execution (instance threads) ------------------------------------------------------
 
