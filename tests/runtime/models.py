@@ -82,7 +82,7 @@ def sample(batch: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return (rng.random((batch, 16), dtype=np.float32), rng.random((batch, 16), dtype=np.float32))
 
 
-def slow_mlp(path: Path, width: int = 512, layers: int = 24) -> None:
+def slow_mlp(path: Path, width: int = 512, layers: int = 64) -> None:
     """INPUT0 [B, width] -> OUTPUT0 [B, width]: enough MatMuls to take milliseconds, so
     concurrent requests reliably queue up behind an executing batch."""
     rng = np.random.default_rng(0)
