@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-10)
 PYTEST_ARGS ?=
 
-.PHONY: setup examples serve test test-fast lint crds
+.PHONY: setup system-deps examples serve test test-fast lint crds
 
 setup: $(STAMP)
 
@@ -24,10 +24,13 @@ examples: $(STAMP)
 serve: examples
 	$(VENV)/bin/kubeinfer serve examples/models --model digits
 
+system-deps:
+	bash tools/system-deps.sh
+
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-test: examples lint
+test: system-deps examples lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: examples
