@@ -51,13 +51,13 @@ async def route(settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
     import sys
 
     from pydantic import ValidationError
 
     from kubeinfer.runtime.errors import ConfigError
+    from kubeinfer.runtime.server.run import run_async
     from kubeinfer.router.graph import parse_endpoints
     from kubeinfer.router.settings import RouterSettings
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(route(settings))
+        return run_async(route(settings))
     except ConfigError as exc:
         logging.getLogger("kubeinfer").error("cannot route: %s", exc)
         return 1

@@ -18,14 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
     import sys
 
     from pydantic import ValidationError
 
     from kubeinfer.runtime.errors import ConfigError
-    from kubeinfer.runtime.server.run import serve
+    from kubeinfer.runtime.server.run import run_async, serve
     from kubeinfer.runtime.settings import RuntimeSettings
 
     overrides = {
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(serve(settings))
+        return run_async(serve(settings))
     except ConfigError as exc:
         logging.getLogger("kubeinfer").error("cannot serve: %s", exc)
         return 1

@@ -414,3 +414,11 @@ async def test_backend_taking_the_list_of_requests(make_batcher, make_request, s
     assert float(results[1]["y"][0, 0]) == 6.0 and float(results[3]["y"][0, 0]) == 12.0
     assert isinstance(results[2], BackendError) and "bad value" in results[2].message
     assert calls == [3]
+
+
+async def test_failing_inline_batch_is_answered(make_batcher, make_request):
+    """A batch that fails on the event loop still resolves its requests (no timings)."""
+    b = await make_batcher(FakeModel(), inline_below_ns=10**12)
+    with pytest.raises(BackendError, match="bad value"):
+        await infer(b, make_request, BAD)
+    assert float((await infer(b, make_request, 3.0))["y"][0, 0]) == 6.0

@@ -249,10 +249,11 @@ class DynamicBatcher(DrainingScheduler):
         self._executing -= 1
         if flight.inline:  # on a thread the time includes waits for the GIL: not counted
             recent = self._inline_ns
-            recent.extend(t[2] for t in flight.timings)
-            # the median of the last few runs: a run preempted by another process is no
-            # reason to leave the loop
-            self._infer_typical_ns = sorted(recent)[len(recent) // 2]
+            recent.extend(t[2] for t in flight.timings)  # none when the batch failed
+            if recent:
+                # the median of the last few runs: a run preempted by another process is
+                # no reason to leave the loop
+                self._infer_typical_ns = sorted(recent)[len(recent) // 2]
         if self._ordered:
             inflight = self._inflight
             while inflight and inflight[0].results is not None:

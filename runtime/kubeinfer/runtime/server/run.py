@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -30,6 +32,16 @@ from kubeinfer.runtime.settings import RuntimeSettings
 from kubeinfer.runtime.stats import ModelStats
 
 log = logging.getLogger("kubeinfer.serve")
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run the server's coroutine on uvloop (when installed), as uvicorn would by itself."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 class _Server(uvicorn.Server):
