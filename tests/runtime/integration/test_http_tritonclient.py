@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from onnx import TensorProto
@@ -92,26 +95,29 @@ def test_classification_with_labels(client):
         assert [p[2] for p in parsed] == [f"label_{i}" for i in idx]
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path, start_server):
+async def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(tmp_path, start_server):
     repo = write_repo(tmp_path / "repo", "slow", SLOW_CONFIG, slow_mlp)
     server = start_server(["serve", str(repo)])
-    client = httpclient.InferenceServerClient(server.url, concurrency=16)
     rng = np.random.default_rng(1)
     data = [rng.random((1, 512), dtype=np.float32) for _ in range(96)]
-    # tritonclient.http is gevent-based: concurrency comes from async_infer, not threads
-    pending = []
-    for x in data:
-        inp = httpclient.InferInput("INPUT0", [1, 512], "FP32")
+
+    def one(x):
+        inp = aioclient.InferInput("INPUT0", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
-        pending.append(client.async_infer("slow", [inp]))
-    results = [p.get_result(timeout=60).as_numpy("OUTPUT0") for p in pending]
-    stacked = np.concatenate(results)
-    # every request got its own row: compare with one batched call of the same model
-    inp = httpclient.InferInput("INPUT0", [16, 512], "FP32")
-    inp.set_data_from_numpy(np.concatenate(data[:16]))
-    np.testing.assert_allclose(client.infer("slow", [inp]).as_numpy("OUTPUT0"), stacked[:16], rtol=1e-4, atol=1e-5)
-    stats = client.get_inference_statistics("slow")["model_stats"][0]
-    client.close()
+        return inp
+
+    client = aioclient.InferenceServerClient(server.url, conn_limit=16)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.infer("slow", [one(x)]) for x in data)), 120
+        )
+        stacked = np.concatenate([r.as_numpy("OUTPUT0") for r in results])
+        # every request got its own row: compare with one batched call of the same model
+        batched = await client.infer("slow", [one(np.concatenate(data[:16]))])
+        np.testing.assert_allclose(batched.as_numpy("OUTPUT0"), stacked[:16], rtol=1e-4, atol=1e-5)
+        stats = (await client.get_inference_statistics("slow"))["model_stats"][0]
+    finally:
+        await client.close()
     assert stats["inference_count"] == 96 + 16
     assert stats["inference_stats"]["success"]["count"] == 97
     # 16 requests in flight against a model that takes milliseconds: batches formed
