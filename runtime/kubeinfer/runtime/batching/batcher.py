@@ -198,21 +198,6 @@ class DynamicBatcher(DrainingScheduler):
         if self._closed:
             self._check_drained()
 
-    def _arm(self, wake_at: int, now: int) -> None:
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= wake_at:
-                return
-            timer.cancel()
-        self._timer_at = wake_at
-        assert self._loop is not None
-        self._timer = self._loop.call_later((wake_at - now) / 1e9, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        # event loops round timers to their resolution: treat the target as reached
-        self._pump(self._timer_at)
-
     def _dispatch(self, batch: list[Pending], now: int) -> None:
         self._executing += 1
         flight = _Flight(batch, now)

@@ -1,8 +1,9 @@
-"""What the dynamic and the sequence batcher share: draining and the instance pool.
+"""What the dynamic and the sequence batcher share: the wake-up timer and draining.
 
 Both keep ``_policy`` (with ``pending``), ``_executing``, ``_closed``, ``_loop``, ``_timer``,
-``_pool`` and ``_pump``; this mixin turns those into ``drain``: stop taking requests, let
-everything queued or executing finish, then stop the timer and the instance threads.
+``_pool`` and ``_pump``; this mixin arms one timer for the next deadline (a batching delay
+or a timeout) and turns those into ``drain``: stop taking requests, let everything queued
+or executing finish, then stop the timer and the instance threads.
 """
 
 from __future__ import annotations
@@ -18,11 +19,28 @@ class DrainingScheduler:
     _closed: bool
     _loop: asyncio.AbstractEventLoop | None
     _timer: asyncio.TimerHandle | None
+    _timer_at: int
     _pool: ThreadPoolExecutor | None
     _drained: asyncio.Future[None] | None
 
     def _pump(self, now: int = 0) -> None:
         raise NotImplementedError
+
+    def _arm(self, wake_at: int, now: int) -> None:
+        """Wake ``_pump`` at ``wake_at`` (monotonic ns) unless an earlier wake-up is armed."""
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= wake_at:
+                return
+            timer.cancel()
+        self._timer_at = wake_at
+        assert self._loop is not None
+        self._timer = self._loop.call_later(max(wake_at - now, 0) / 1e9, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # event loops round timers to their resolution: treat the target as reached
+        self._pump(self._timer_at)
 
     async def drain(self) -> None:
         """New requests get ModelNotReady; queued ones still run, then the pool stops."""
