@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import API_VERSION, ENSEMBLE_KIND, KIND, InferenceEnsembleSpec
 from kubeinfer.operator.k8s import ApiFailure
-from kubeinfer.operator.reconcile.reconciler import Failure, status_changed, utcnow
+from kubeinfer.operator.reconcile.reconciler import Failure, apply_objects, status_changed, utcnow
 from kubeinfer.operator.reconcile.status import condition, deployment_conditions, failed_status, merge_conditions
 from kubeinfer.operator.render import (
     EnsembleTarget,
@@ -140,12 +140,8 @@ class EnsembleReconciler:
         except InvalidSpec as exc:
             raise await self._fail(body, "InvalidSpec", str(exc)) from None
 
-        deployment = None
         try:
-            for manifest in objects:
-                applied = await self.api.apply(manifest)
-                if manifest["kind"] == "Deployment":
-                    deployment = applied
+            deployment = await apply_objects(self.api, objects)
         except ApiFailure as exc:
             if exc.rejected:
                 raise await self._fail(body, "ApplyRejected", exc.message) from None

@@ -91,12 +91,8 @@ class Reconciler:
         except InvalidSpec as exc:
             raise await self._fail(body, "InvalidSpec", str(exc)) from None
 
-        deployment = None
         try:
-            for manifest in objects:
-                applied = await self.api.apply(manifest)
-                if manifest["kind"] == "Deployment":
-                    deployment = applied
+            deployment = await apply_objects(self.api, objects)
             rendered = {(o["apiVersion"], o["kind"]) for o in objects}
             for api_version, kind in OWNED_KINDS:
                 if (api_version, kind) not in rendered:
@@ -111,6 +107,16 @@ class Reconciler:
         if status_changed(body.get("status") or {}, status):
             await self.api.patch_status(target.namespace, target.name, status)
         return status
+
+
+async def apply_objects(api: Any, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Server-side apply each rendered object in order; the applied Deployment, for status."""
+    deployment = None
+    for manifest in objects:
+        applied = await api.apply(manifest)
+        if manifest["kind"] == "Deployment":
+            deployment = applied
+    return deployment
 
 
 def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
