@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-
-ort = pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -30,7 +29,6 @@ ONNX_TO_V2 = {onnx.TensorProto.FLOAT: "FP32", onnx.TensorProto.INT64: "INT64"}
 @pytest.fixture(scope="module")
 def built() -> Path:
     """Run the one build entry point (idempotent: a no-op when already built)."""
-    pytest.importorskip("sklearn")
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "build.py")], capture_output=True, text=True, timeout=300
     )
@@ -119,7 +117,7 @@ def _onnx_io(path: Path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_config_parses_and_matches_onnx(built, name):
-    config_mod = pytest.importorskip("kubeinfer.runtime.config")
+    import kubeinfer.runtime.config as config_mod
     cfg = config_mod.load_config(built / name)
     assert cfg is not None
     assert cfg.name == name
@@ -143,7 +141,7 @@ def test_config_parses_and_matches_onnx(built, name):
 
 
 def test_expected_max_batch_sizes(built):
-    load_config = pytest.importorskip("kubeinfer.runtime.config").load_config
+    from kubeinfer.runtime.config import load_config
     assert {n: load_config(built / n).max_batch_size for n in NAMES} == {
         "digits": 64,
         "classification": 8,
