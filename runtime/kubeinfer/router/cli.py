@@ -51,20 +51,17 @@ async def route(settings) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import sys
 
     from pydantic import ValidationError
 
     from kubeinfer.runtime.errors import ConfigError
-    from kubeinfer.runtime.server.run import run_async
+    from kubeinfer.runtime.server.run import run_main
+    from kubeinfer.runtime.settings import cli_overrides
     from kubeinfer.router.graph import parse_endpoints
     from kubeinfer.router.settings import RouterSettings
 
-    overrides = {
-        k: v for k, v in vars(args).items()
-        if not k.startswith("_") and k not in ("command", "endpoint") and v is not None
-    }
+    overrides = cli_overrides(args, "endpoint")
     try:
         if args.endpoint:
             overrides["endpoints"] = parse_endpoints(args.endpoint)
@@ -72,12 +69,4 @@ def run(args: argparse.Namespace) -> int:
     except (ValidationError, ConfigError) as exc:
         print(f"kubeinfer route: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return run_async(route(settings))
-    except ConfigError as exc:
-        logging.getLogger("kubeinfer").error("cannot route: %s", exc)
-        return 1
+    return run_main(route(settings), settings.log_level, "route")

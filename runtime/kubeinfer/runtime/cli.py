@@ -18,31 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import sys
 
     from pydantic import ValidationError
 
-    from kubeinfer.runtime.errors import ConfigError
-    from kubeinfer.runtime.server.run import run_async, serve
-    from kubeinfer.runtime.settings import RuntimeSettings
+    from kubeinfer.runtime.server.run import run_main, serve
+    from kubeinfer.runtime.settings import RuntimeSettings, cli_overrides
 
-    overrides = {
-        k: v
-        for k, v in vars(args).items()
-        if not k.startswith("_") and k != "command" and v is not None
-    }
     try:
-        settings = RuntimeSettings(**overrides)
+        settings = RuntimeSettings(**cli_overrides(args))
     except ValidationError as exc:
         print(f"kubeinfer serve: invalid settings: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        return run_async(serve(settings))
-    except ConfigError as exc:
-        logging.getLogger("kubeinfer").error("cannot serve: %s", exc)
-        return 1
+    return run_main(serve(settings), settings.log_level, "serve")

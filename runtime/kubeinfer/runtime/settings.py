@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,3 +25,12 @@ class RuntimeSettings(BaseSettings):
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     log_level: str = "info"
+
+
+def cli_overrides(args: Namespace, *skip: str) -> dict[str, Any]:
+    """The flags a user gave (None: not given), to lay over the environment's settings."""
+    return {
+        k: v
+        for k, v in vars(args).items()
+        if not k.startswith("_") and k != "command" and k not in skip and v is not None
+    }

@@ -22,6 +22,7 @@ from kubeinfer.runtime.batching.batcher import DynamicBatcher
 from kubeinfer.runtime.batching.interface import Scheduler
 from kubeinfer.runtime.batching.sequence import SequenceBatcher
 from kubeinfer.runtime.backends.gpu_metrics import GpuMetrics
+from kubeinfer.runtime.errors import ConfigError
 from kubeinfer.runtime.metrics import MetricsRenderer
 from kubeinfer.runtime.model import ModelServable
 from kubeinfer.runtime.repository import LoadedModel, load_model
@@ -42,6 +43,18 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def run_main(main: Coroutine[Any, Any, int], log_level: str, what: str) -> int:
+    """The command's process: logging, the event loop, a ConfigError as exit status 1."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return run_async(main)
+    except ConfigError as exc:
+        logging.getLogger("kubeinfer").error("cannot %s: %s", what, exc)
+        return 1
 
 
 class _Server(uvicorn.Server):
