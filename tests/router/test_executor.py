@@ -9,18 +9,19 @@ import numpy as np
 import pytest
 
 from kubeinfer.router.client import CallContext
-from kubeinfer.router.errors import StepFailed, StepRejected, StepTimedOut
+from kubeinfer.router.errors import StepFailed, StepRejected, StepTimedOut, StepUnavailable
 from kubeinfer.router.executor import Executor
 from kubeinfer.router.graph import EnsembleDef, build_graph
+from kubeinfer.router.health import StepHealth
 from kubeinfer.router.stats import EnsembleStats
 
 
-def make_graph(steps):
+def make_graph(steps, **extra):
     d = EnsembleDef.model_validate({
         "name": "e", "inputs": [{"name": "x", "datatype": "FP32", "dims": [2]}],
         "outputs": [{"name": "y", "datatype": "FP32", "dims": [2]}],
         "steps": [{"model_name": m, "input_map": i, "output_map": o} for m, i, o in steps],
-        "endpoints": {m: "http://h:1" for m, _, _ in steps},
+        "endpoints": {m: "http://h:1" for m, _, _ in steps}, **extra,
     })
     return build_graph(d)
 
@@ -124,6 +125,45 @@ async def test_deadline_names_the_running_steps_and_passes_time_left():
     assert "timeout expired while step(s) 'l', 'r' ran" in err.value.message
     assert all(0 < t <= 50_000 for _, t in fake.seen)
     assert stats.steps[0].failures["TIMEOUT"] == 1
+
+
+async def test_step_timeout_without_a_request_deadline_names_the_step():
+    async def forever(step):
+        await asyncio.Event().wait()
+
+    g = make_graph(FAN, step_timeout_seconds=0.05)
+    stats = EnsembleStats(g)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(StepTimedOut) as err:
+        await asyncio.wait_for(Executor(g, Fake({"r": forever}), stats).run(X, CallContext()), 5)
+    assert loop.time() - t0 < 1
+    assert err.value.message == (
+        "ensemble step 'r' (model 'r') failed: no answer from http://h:1 within the step timeout of 0.05s")
+    assert stats.steps[1].failures["TIMEOUT"] == 1
+    # a request deadline shorter than the step timeout still wins, with its own message
+    g = make_graph(FAN, step_timeout_seconds=30)
+    with pytest.raises(StepTimedOut, match="the request's timeout expired while step"):
+        await Executor(g, Fake({"r": forever}), EnsembleStats(g)).run(X, CallContext(deadline=loop.time() + 0.05))
+
+
+async def test_calls_feed_step_health():
+    async def refused(step):
+        raise StepUnavailable(step.name, step.model, None, "cannot connect to http://h:1: Connection refused")
+
+    async def busy(step):
+        raise StepUnavailable(step.name, step.model, 503, "queue full (HTTP 503 from http://h:1)")
+
+    g = make_graph(FAN)
+    health = StepHealth(g)
+    with pytest.raises(StepUnavailable):
+        await Executor(g, Fake({"r": refused}), EnsembleStats(g), health).run(X, CallContext())
+    assert health.ready == [True, False, True]
+    assert health.down() == ["step 'r' (model 'r'): cannot connect to http://h:1: Connection refused"]
+    # a 503 answer (the model is busy) does not mark 'l' down; 'r' answering marks it up again
+    with pytest.raises(StepUnavailable):
+        await Executor(g, Fake({"l": busy}), EnsembleStats(g), health).run(X, CallContext())
+    assert health.ready == [True, True, True]
 
 
 async def test_concurrent_requests_do_not_share_state():

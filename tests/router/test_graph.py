@@ -6,8 +6,9 @@ import pytest
 
 from kubeinfer.router.errors import EnsembleError
 from kubeinfer.router.graph import (
-    EnsembleDef, build_graph, check_signatures, from_triton_config, load_definition, parse_endpoints,
+    DEFAULT_STEP_TIMEOUT, EnsembleDef, build_graph, from_triton_config, load_definition, parse_endpoints,
 )
+from kubeinfer.router.signatures import check_signatures
 
 
 def t(name, dims=(4,), datatype="FP32"):
@@ -107,6 +108,34 @@ def test_duplicate_names_and_empty_maps():
     assert "step 'a': input_map is empty" in problems_of([s("a", {}, {"O": "y"})])
 
 
+def test_unused_tensors_are_rejected_as_triton_does():
+    # a step output mapped to a tensor nothing reads and that is no ensemble output
+    msg = problems_of([s("a", {"I": "x"}, {"O": "y", "P": "spare"})])
+    assert ("tensor 'spare' from step 'a' (output 'P') is unused: no step reads it and it is not an "
+            "ensemble output") in msg
+    # a declared ensemble input that no step reads
+    msg = problems_of([s("a", {"I": "x"}, {"O": "y"})], inputs=("x", "extra"))
+    assert "ensemble input 'extra' is not used: no step reads it" in msg
+    # the usual typo: the tensor written is not the one read -- both ends are reported
+    msg = problems_of([s("a", {"I": "x"}, {"O": "tt"}), s("b", {"I": "t"}, {"O": "y"})])
+    assert "reads tensor 't', which is neither" in msg and "tensor 'tt' from step 'a'" in msg
+    # a tensor that is both read by a step and an ensemble output is used
+    g = graph([s("a", {"I": "x"}, {"O": "y"}), s("b", {"I": "y"}, {"O": "z"})], outputs=("y", "z"))
+    assert [st.name for st in g.steps] == ["a", "b"]
+
+
+def test_step_timeouts_resolve_step_then_flag_then_definition():
+    steps = [s("a", {"I": "x"}, {"O": "t"}, timeout_seconds=0.5), s("b", {"I": "t"}, {"O": "y"})]
+    g = graph(steps)
+    assert [st.timeout for st in g.steps] == [0.5, DEFAULT_STEP_TIMEOUT]
+    g = graph(steps, step_timeout_seconds=7)
+    assert [st.timeout for st in g.steps] == [0.5, 7]
+    g = build_graph(definition(steps, step_timeout_seconds=7), step_timeout=3)
+    assert [st.timeout for st in g.steps] == [0.5, 3]
+    with pytest.raises(ValueError, match="greater than 0"):
+        definition([s("a", {"I": "x"}, {"O": "y"}, timeout_seconds=0)])
+
+
 def test_parse_endpoints():
     assert parse_endpoints(["a=http://h:1", "b=h2:2"]) == {"a": "http://h:1", "b": "h2:2"}
     with pytest.raises(EnsembleError, match="expected MODEL=http"):
@@ -161,6 +190,17 @@ def test_unknown_and_unmapped_step_tensors():
     assert "step 'a' (model 'a'): model input 'EXTRA' is not mapped in input_map" in problems
     assert "step 'b' (model 'b'): input_map names input 'I', the model's inputs are ['J']" in problems
     assert "step 'b' (model 'b'): output_map names output 'O', the model's outputs are ['P']" in problems
+
+
+def test_ensemble_batch_larger_than_a_step_models_is_a_problem():
+    g = graph(CHAIN)  # max_batch_size 8
+    good = meta([("I", "FP32", [-1, 4])], [("O", "FP32", [-1, 4])])
+    # b allows 4 < 8; a non-batching model (0) and an unknown size (None) are not checked
+    (p,) = check_signatures(g, {0: good, 1: good}, {0: 8, 1: 4})
+    assert p == ("step 'b' (model 'b'): the ensemble allows max_batch_size 8 but the model allows only 4; "
+                 "lower the ensemble's max_batch_size or raise the model's")
+    assert check_signatures(g, {0: good, 1: good}, {0: 0, 1: None}) == []
+    assert check_signatures(g, {0: good, 1: good}, {0: 16, 1: 8}) == []
 
 
 # -- loaders ----------------------------------------------------------------------------

@@ -180,25 +180,26 @@ def test_trace_headers_and_id_are_forwarded(tmp_path, start_server):
 
 
 def test_failing_steps_name_step_and_model_message(tmp_path, start_server):
-    """b accepts batches up to 2 (its own 400); c's backend fails unless the batch is 2 (500)."""
+    """The ensemble input has a variable dim, so 'first' is the one to reject a width of 5
+    (its own 400); c's backend fails unless the batch is 2 (500)."""
     repo = tmp_path / "repo"
     affine_repo(repo, "a", 1, 0)
-    affine_repo(repo, "b", 1, 0, max_batch=2)
+    affine_repo(repo, "b", 1, 0)
     fixed_batch_repo(repo, "c")
     servers = {m: serve(start_server, repo, m) for m in "abc"}
     definition = write_definition(
-        tmp_path / "f.yaml", "failing", [tensor("x", [4])], [tensor("out", [4])],
+        tmp_path / "f.yaml", "failing", [tensor("x", [-1])], [tensor("out", [4])],
         [step("a", {"INPUT0": "x"}, {"OUTPUT0": "t1"}, name="first"),
-         step("b", {"INPUT0": "t1"}, {"OUTPUT0": "t2"}, name="small"),
+         step("b", {"INPUT0": "t1"}, {"OUTPUT0": "t2"}, name="middle"),
          step("c", {"INPUT0": "t2"}, {"OUTPUT0": "out"}, name="picky")],
     )
     client = httpclient.InferenceServerClient(route(start_server, definition, servers).url)
     np.testing.assert_allclose(infer(client, "failing", rand((2, 4))).as_numpy("out"), rand((2, 4)))
     with pytest.raises(InferenceServerException) as err:
-        infer(client, "failing", rand((3, 4)))
+        infer(client, "failing", rand((2, 5)))
     assert err.value.status() == "400"
     msg = err.value.message()
-    assert "step 'small' (model 'b')" in msg and "batch size 3 is outside 1..2" in msg
+    assert "step 'first' (model 'a')" in msg and "shape [2, 5] does not match [-1, 4]" in msg
     with pytest.raises(InferenceServerException) as err:
         infer(client, "failing", rand((1, 4)))
     assert err.value.status() == "500"
@@ -206,7 +207,7 @@ def test_failing_steps_name_step_and_model_message(tmp_path, start_server):
     assert "HTTP 500" in err.value.message()
     stats = client.get_inference_statistics("failing")["model_stats"][0]
     assert stats["inference_stats"]["fail"]["count"] == 2
-    assert stats["steps"][1]["failures"]["REJECTED"] == 1
+    assert stats["steps"][0]["failures"]["REJECTED"] == 1
     assert stats["steps"][2]["failures"]["FAILED"] == 1
     client.close()
 

@@ -18,6 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-inflight", type=int, help="requests executing at once; more get 503")
     parser.add_argument("--connect-timeout-seconds", type=float, help="connect timeout to step models (default 1)")
+    parser.add_argument(
+        "--step-timeout-seconds", type=float,
+        help="seconds a step may take to answer, then 503 naming it (default: the definition's "
+        "step_timeout_seconds, 60; a step's own timeout_seconds wins)",
+    )
+    parser.add_argument(
+        "--health-interval-seconds", type=float, help="how often the step models' readiness is polled (default 2)"
+    )
     parser.add_argument("--host", help="address to bind (default 0.0.0.0)")
     parser.add_argument("--http-port", type=int, help="HTTP port (default 8000)")
     parser.add_argument("--grpc-port", type=int, help="gRPC port (default 0: off); served by the runtime's gRPC layer")
@@ -32,14 +40,16 @@ async def route(settings) -> int:
     from kubeinfer.router.client import ClientSettings
     from kubeinfer.router.forwarding import ForwardHeaders
     from kubeinfer.router.graph import build_graph, load_definition
+    from kubeinfer.router.readiness import ServerReadiness
     from kubeinfer.router.servable import EnsembleServable
     from kubeinfer.router.stats import EnsembleMetrics
 
-    graph = build_graph(load_definition(settings.ensemble), settings.endpoints)
+    graph = build_graph(load_definition(settings.ensemble), settings.endpoints, settings.step_timeout_seconds)
     servable = EnsembleServable(
         graph,
         ClientSettings(connect_timeout=settings.connect_timeout_seconds),
         max_inflight=settings.max_inflight,
+        health_interval=settings.health_interval_seconds,
     )
     metrics = metrics_endpoint(EnsembleMetrics(servable.stats, servable.pending_count))
     app = create_app(
@@ -47,7 +57,7 @@ async def route(settings) -> int:
         metrics_route=metrics if settings.metrics_port == 0 else None,
         max_body_bytes=settings.max_body_bytes,
     )
-    return await run_servers(servable, ForwardHeaders(app), metrics, settings)
+    return await run_servers(servable, ServerReadiness(ForwardHeaders(app), servable.serving), metrics, settings)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -81,11 +81,15 @@ class StepClient:
         return self._pools[url]
 
     # -- control plane -----------------------------------------------------------------
-    async def metadata(self, step: Step) -> dict:
-        """The step model's v2 metadata once it is ready; raises ``StepError`` otherwise."""
-        ready = await self._get(step, step.model_path + "/ready")
+    async def check_ready(self, step: Step, timeout: float = 5.0) -> None:
+        """Return if the step model answers its readiness with 200; raise ``StepError``."""
+        ready = await self._get(step, step.model_path + "/ready", timeout)
         if ready.status_code != 200:
             raise _status_error(step, ready)
+
+    async def metadata(self, step: Step) -> dict:
+        """The step model's v2 metadata once it is ready; raises ``StepError`` otherwise."""
+        await self.check_ready(step)
         meta = await self._get(step, step.model_path)
         if meta.status_code != 200:
             raise _status_error(step, meta)
@@ -95,9 +99,21 @@ class StepClient:
             raise StepFailed(step.name, step.model, 200, "metadata is not JSON") from None
         return doc
 
-    async def _get(self, step: Step, path: str) -> httpx.Response:
+    async def max_batch_size(self, step: Step) -> int | None:
+        """The step model's ``max_batch_size`` from its model configuration (Triton's
+        ``GET .../config``); None when its server does not have that extension."""
+        response = await self._get(step, step.model_path + "/config")
+        if response.status_code != 200:
+            return None
         try:
-            return await self.http.get(step.url + path, timeout=httpx.Timeout(5.0, connect=self.settings.connect_timeout))
+            value = orjson.loads(response.content).get("max_batch_size", 0)
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return value if isinstance(value, int) else None
+
+    async def _get(self, step: Step, path: str, timeout: float = 5.0) -> httpx.Response:
+        try:
+            return await self.http.get(step.url + path, timeout=httpx.Timeout(timeout, connect=self.settings.connect_timeout))
         except httpx.HTTPError as exc:
             raise _transport_error(step, exc) from None
 

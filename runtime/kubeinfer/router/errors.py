@@ -26,9 +26,11 @@ class StepError:
     step: str
     model: str
     status: int | None
+    #: what happened, without the step prefix
+    detail: str
 
-    def _init_step(self, step: str, model: str, status: int | None) -> None:
-        self.step, self.model, self.status = step, model, status
+    def _init_step(self, step: str, model: str, status: int | None, detail: str) -> None:
+        self.step, self.model, self.status, self.detail = step, model, status, detail
 
 
 def _text(step: str, model: str, detail: str) -> str:
@@ -40,7 +42,7 @@ class StepRejected(InvalidInput, StepError):
 
     def __init__(self, step: str, model: str, status: int | None, detail: str) -> None:
         super().__init__(_text(step, model, detail))
-        self._init_step(step, model, status)
+        self._init_step(step, model, status, detail)
 
 
 class StepUnavailable(ModelNotReady, StepError):
@@ -48,16 +50,16 @@ class StepUnavailable(ModelNotReady, StepError):
 
     def __init__(self, step: str, model: str, status: int | None, detail: str) -> None:
         super().__init__(_text(step, model, detail))
-        self._init_step(step, model, status)
+        self._init_step(step, model, status, detail)
 
 
 class StepTimedOut(DeadlineExceeded, StepError):
     def __init__(self, step: str, model: str, status: int | None, detail: str) -> None:
         super().__init__(_text(step, model, detail))
-        self._init_step(step, model, status)
+        self._init_step(step, model, status, detail)
 
 
 class StepFailed(BackendError, StepError):
     def __init__(self, step: str, model: str, status: int | None, detail: str) -> None:
         super().__init__(_text(step, model, detail))
-        self._init_step(step, model, status)
+        self._init_step(step, model, status, detail)

@@ -5,8 +5,12 @@ Input: the request's tensors (already checked against the ensemble's inputs) and
 reads exists; steps that become runnable together run concurrently as asyncio tasks (a
 lone runnable step with nothing else in flight is awaited inline: chains pay no task
 overhead). The first failing step cancels the rest and its error is the request's error.
-A deadline that passes cancels whatever runs and names those steps. Output: every ensemble
-tensor produced, from which the servable picks the ensemble outputs.
+A deadline that passes cancels whatever runs and names those steps; so does a step that
+takes longer than its own timeout (``Step.timeout``: a model that accepted the connection
+and never answers cannot hold a request forever). Each call's outcome also goes to the
+step health record (a step that cannot be reached is marked down at once, one that answers
+is up). Output: every ensemble tensor produced, from which the servable picks the ensemble
+outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from kubeinfer.router.client import CallContext
 from kubeinfer.router.errors import StepFailed, StepRejected, StepTimedOut, StepUnavailable
 from kubeinfer.router.graph import Graph, Step
+from kubeinfer.router.health import StepHealth
 from kubeinfer.router.stats import EnsembleStats, now_wall_ns
 
 #: calls one step: (step, feed, context, timeout_us) -> the step's outputs
@@ -37,10 +42,11 @@ def _failure_kind(exc: BaseException) -> str:
 
 
 class Executor:
-    def __init__(self, graph: Graph, call: StepCall, stats: EnsembleStats) -> None:
+    def __init__(self, graph: Graph, call: StepCall, stats: EnsembleStats, health: StepHealth | None = None) -> None:
         self.graph = graph
         self.call = call
         self.stats = stats
+        self.health = health
         self._roots = [s.index for s in graph.steps if not s.deps]
 
     async def run(self, inputs: dict[str, np.ndarray], ctx: CallContext) -> dict[str, np.ndarray]:
@@ -99,16 +105,27 @@ class Executor:
         stats = self.stats.steps[step.index]
         wall, t0 = now_wall_ns(), time.perf_counter_ns()
         try:
-            outs = await self.call(step, feed, ctx, timeout_us)
+            try:
+                async with asyncio.timeout(step.timeout):
+                    outs = await self.call(step, feed, ctx, timeout_us)
+            except TimeoutError:
+                raise StepTimedOut(
+                    step.name, step.model, None,
+                    f"no answer from {step.url} within the step timeout of {step.timeout:g}s",
+                ) from None
         except BaseException as exc:
             kind = _failure_kind(exc)
             if isinstance(exc, asyncio.CancelledError) and not _expired(ctx):
                 kind = "CANCELLED"
             stats.record(wall, time.perf_counter_ns() - t0, kind)
+            if self.health is not None and isinstance(exc, StepUnavailable) and exc.status is None:
+                self.health.mark_down(step.index, exc.detail)
             if isinstance(exc, (asyncio.CancelledError, StepFailed, StepRejected, StepUnavailable, StepTimedOut)):
                 raise
             raise StepFailed(step.name, step.model, None, f"{type(exc).__name__}: {exc}") from exc
         stats.record(wall, time.perf_counter_ns() - t0, None)
+        if self.health is not None:
+            self.health.mark_up(step.index)
         return outs
 
 

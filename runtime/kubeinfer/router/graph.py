@@ -5,10 +5,12 @@ Where data comes from: a YAML/JSON definition file, or a Triton ensemble ``confi
 (``--endpoint`` flags or the definition's ``endpoints:`` section). ``load_definition``
 parses either into one ``EnsembleDef``; ``build_graph`` resolves endpoints and derives the
 DAG from tensor dependencies (a step depends on the steps producing its inputs), rejecting
-unknown tensors, tensors produced twice, outputs never produced and cycles.
-``check_signatures`` then compares every tensor's producer with its consumers using the
-step models' v2 metadata (fetched at startup by the servable). Everything here is pure:
-no network, no event loop. Every problem is reported with the step and tensor it is about.
+unknown tensors, tensors produced twice, outputs never produced, unused tensors (as Triton
+does: an ensemble input no step reads, a step output mapped to a tensor that nothing reads
+and that is no ensemble output) and cycles, and resolves each step's timeout.
+``signatures.check_signatures`` then compares the DAG with the step models themselves.
+Everything here is pure: no network, no event loop. Every problem is reported with the
+step and tensor it is about.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from kubeinfer.runtime.config.model import normalize_datatype
 from kubeinfer.runtime.config.readers import parse_pbtxt
 from kubeinfer.runtime.errors import ConfigError
 from kubeinfer.router.errors import EnsembleError
+
+
+#: seconds a step may take to answer unless the definition or a flag says otherwise
+DEFAULT_STEP_TIMEOUT = 60.0
 
 
 class _Strict(BaseModel):
@@ -61,6 +67,8 @@ class StepDef(_Strict):
     endpoint: str | None = Field(None, description="http://host:port of the step model's server")
     input_map: dict[str, str]
     output_map: dict[str, str]
+    #: seconds this step may take to answer; default the ensemble's ``step_timeout_seconds``
+    timeout_seconds: float | None = Field(None, gt=0)
 
     @field_validator("model_version", mode="before")
     @classmethod
@@ -80,6 +88,10 @@ class EnsembleDef(_Strict):
     endpoints: dict[str, str] = Field(default_factory=dict)
     #: requests executing at once; more are rejected with 503 (QueueFull)
     max_inflight: int = Field(256, ge=1)
+    #: seconds a step may take to answer (from connecting to the last response byte);
+    #: beyond it the request fails with 503 naming the step. A step's own
+    #: ``timeout_seconds`` wins; ``--step-timeout-seconds`` overrides this default.
+    step_timeout_seconds: float = Field(DEFAULT_STEP_TIMEOUT, gt=0)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -183,6 +195,8 @@ class Step:
     output_map: dict[str, str]
     #: indices of the steps whose outputs this step reads
     deps: tuple[int, ...]
+    #: seconds the step may take to answer
+    timeout: float = DEFAULT_STEP_TIMEOUT
 
     @property
     def model_path(self) -> str:
@@ -221,10 +235,14 @@ def _step_names(steps: list[StepDef]) -> tuple[list[str], list[str]]:
     return names, problems
 
 
-def build_graph(definition: EnsembleDef, endpoints: dict[str, str] | None = None) -> Graph:
-    """Resolve endpoints and derive the DAG; raise ``EnsembleError`` listing every problem.
+def build_graph(
+    definition: EnsembleDef, endpoints: dict[str, str] | None = None, step_timeout: float | None = None
+) -> Graph:
+    """Resolve endpoints and timeouts and derive the DAG; raise ``EnsembleError`` listing
+    every problem.
 
-    ``endpoints`` (e.g. from ``--endpoint`` flags) override the definition's section.
+    ``endpoints`` (e.g. from ``--endpoint`` flags) override the definition's section;
+    ``step_timeout`` (``--step-timeout-seconds``) the definition's ``step_timeout_seconds``.
     """
     d = definition
     problems: list[str] = []
@@ -273,6 +291,7 @@ def build_graph(definition: EnsembleDef, endpoints: dict[str, str] | None = None
     for t in d.outputs:
         if t.name not in producer:
             problems.append(f"ensemble output '{t.name}' is never produced by any step")
+    problems += _unused_tensors(d, producer, where)
 
     steps = []
     for i, s in enumerate(d.steps):
@@ -285,8 +304,9 @@ def build_graph(definition: EnsembleDef, endpoints: dict[str, str] | None = None
             url = ""
         elif "://" not in url:
             url = "http://" + url
+        timeout = s.timeout_seconds or step_timeout or d.step_timeout_seconds
         steps.append(Step(i, names[i], s.model_name, s.model_version, url.rstrip("/"),
-                          dict(s.input_map), dict(s.output_map), deps[i]))
+                          dict(s.input_map), dict(s.output_map), deps[i], timeout))
 
     dependents: list[list[int]] = [[] for _ in steps]
     for s in steps:
@@ -296,6 +316,25 @@ def build_graph(definition: EnsembleDef, endpoints: dict[str, str] | None = None
     if problems:
         raise EnsembleError(f"ensemble '{d.name}': " + "; ".join(problems))
     return Graph(d, tuple(steps), producer, tuple(tuple(x) for x in dependents), tuple(order))
+
+
+def _unused_tensors(d: EnsembleDef, producer: dict[str, int], where: dict[str, str]) -> list[str]:
+    """Triton refuses an ensemble with tensors that lead nowhere: they are almost always a
+    typo in a map (the tensor meant to be read is then reported as unknown, too)."""
+    read = {tensor for s in d.steps for tensor in s.input_map.values()}
+    outputs = {t.name for t in d.outputs}
+    problems = []
+    for tensor, p in producer.items():
+        if tensor in read or tensor in outputs:
+            continue
+        if p == ENSEMBLE_INPUT:
+            problems.append(f"ensemble input '{tensor}' is not used: no step reads it")
+        else:
+            problems.append(
+                f"tensor '{tensor}' from {where[tensor]} is unused: no step reads it and it is "
+                "not an ensemble output (leave the output out of output_map if it is not needed)"
+            )
+    return problems
 
 
 def _topological(steps: list[Step], dependents: list[list[int]], problems: list[str]) -> list[int]:
@@ -339,67 +378,3 @@ def _find_cycle(steps: list[Step], nodes: set[int]) -> list[int]:
     k = loop.index(min(loop))  # start at the first declared step: a stable message
     loop = loop[k:] + loop[:k]
     return [*loop, loop[0]]
-
-
-# -- signature checks against the step models' v2 metadata ------------------------------
-
-
-def _fmt(datatype: str, shape: list[int]) -> str:
-    return f"{datatype} {list(shape)}"
-
-
-def _shapes_agree(a: list[int], b: list[int]) -> bool:
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
-
-
-def check_signatures(graph: Graph, metadata: dict[int, dict]) -> list[str]:
-    """Problems found comparing each tensor's producer with its consumers, by the step
-    models' v2 metadata (``GET /v2/models/<m>``), keyed by step index. Shapes are the full
-    v2 shapes (batch dimension included); the ensemble's own declared tensors get a
-    leading -1 when ``max_batch_size > 0``."""
-    d = graph.definition
-    lead = [-1] if d.max_batch_size > 0 else []
-    problems: list[str] = []
-    # tensor -> (datatype, shape, description of the producer)
-    produced: dict[str, tuple[str, list[int], str]] = {
-        t.name: (t.datatype, lead + t.dims, "the ensemble input") for t in d.inputs
-    }
-    ins: dict[int, dict[str, dict]] = {}
-    for s in graph.steps:
-        meta = metadata[s.index]
-        ins[s.index] = {t["name"]: t for t in meta.get("inputs", [])}
-        outs = {t["name"]: t for t in meta.get("outputs", [])}
-        who = f"step '{s.name}' (model '{s.model}')"
-        for name in s.input_map:
-            if name not in ins[s.index]:
-                problems.append(f"{who}: input_map names input '{name}', the model's inputs are {sorted(ins[s.index])}")
-        for name in ins[s.index]:
-            if name not in s.input_map:
-                problems.append(f"{who}: model input '{name}' is not mapped in input_map")
-        for name, tensor in s.output_map.items():
-            o = outs.get(name)
-            if o is None:
-                problems.append(f"{who}: output_map names output '{name}', the model's outputs are {sorted(outs)}")
-                continue
-            produced[tensor] = (o["datatype"], list(o["shape"]), f"{who} output '{name}'")
-    for s in graph.steps:
-        for name, tensor in s.input_map.items():
-            want, have = ins[s.index].get(name), produced.get(tensor)
-            if want is None or have is None:
-                continue
-            consumer = f"step '{s.name}' (model '{s.model}') input '{name}'"
-            if want["datatype"] != have[0] or not _shapes_agree(list(want["shape"]), have[1]):
-                problems.append(
-                    f"tensor '{tensor}': {have[2]} gives {_fmt(have[0], have[1])} but {consumer} "
-                    f"expects {_fmt(want['datatype'], want['shape'])}"
-                )
-    for t in d.outputs:
-        have = produced.get(t.name)
-        if have is None:
-            continue
-        if t.datatype != have[0] or not _shapes_agree(lead + t.dims, have[1]):
-            problems.append(
-                f"tensor '{t.name}': {have[2]} gives {_fmt(have[0], have[1])} but the ensemble "
-                f"output is declared {_fmt(t.datatype, lead + t.dims)}"
-            )
-    return problems

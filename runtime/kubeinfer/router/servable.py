@@ -1,12 +1,16 @@
 """An ensemble as a servable: the same server layer that serves a local model serves this.
 
-Startup (``start``): ask every step model for its v2 metadata (retrying with backoff until
-each answers), check producers against consumers (``graph.check_signatures``), and only
-then turn ready; while a check fails the problem is logged, repeated to clients as the
-not-ready message, and retried. Requests (``infer``): check the inputs against the
+Startup (``start``): ask every step model for its v2 metadata and config (retrying with
+backoff until each answers), check the ensemble against them (``signatures``), and only
+then serve; while a check fails the problem is logged, repeated to clients as the
+not-ready message, and retried. Then a poller keeps the step health fresh (``health``).
+Two readinesses: ``serving`` (checked, not draining: the router's server readiness, what
+a Kubernetes probe asks) and ``is_ready`` (serving and every step model ready: the
+ensemble model's readiness). Requests (``infer``): check the inputs against the
 ensemble's declared inputs, admit at most ``max_inflight`` at once (beyond: ``QueueFull``),
 run the DAG (``executor``) with the request's id, deadline and trace headers, and answer
-with the ensemble outputs.
+with the ensemble outputs. A step that is down is still called: it may be back, and if
+not the request fails fast with 503 naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from kubeinfer.router import forwarding
 from kubeinfer.router.client import CallContext, ClientSettings, StepClient
 from kubeinfer.router.errors import StepError
 from kubeinfer.router.executor import Executor
-from kubeinfer.router.graph import Graph, check_signatures
+from kubeinfer.router.graph import Graph
+from kubeinfer.router.health import StepHealth
+from kubeinfer.router.signatures import check_signatures
 from kubeinfer.router.stats import EnsembleStats
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ class EnsembleServable:
         *,
         max_inflight: int | None = None,
         retry_max_seconds: float = 5.0,
+        health_interval: float = 2.0,
     ) -> None:
         d = graph.definition
         self.graph = graph
@@ -45,7 +52,9 @@ class EnsembleServable:
         self.max_batch_size = d.max_batch_size
         self.batched = d.max_batch_size > 0
         self.max_inflight = max_inflight or d.max_inflight
-        self.stats = EnsembleStats(graph)
+        self.health = StepHealth(graph, interval=health_interval)
+        self.stats = EnsembleStats(graph, self.health)
+        self._health_task: asyncio.Task | None = None
         self.client_settings = client_settings
         self.client: StepClient | None = None
         self.executor: Executor | None = None
@@ -63,17 +72,18 @@ class EnsembleServable:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         self.client = StepClient(self.client_settings)
-        self.executor = Executor(self.graph, self.client.infer, self.stats)
+        self.health.probe = self.client.check_ready
+        self.executor = Executor(self.graph, self.client.infer, self.stats, self.health)
+        steps = self.graph.steps
         delay, last = 0.05, None
         while True:
             try:
-                metadata = dict(
-                    zip(
-                        [s.index for s in self.graph.steps],
-                        await asyncio.gather(*(self.client.metadata(s) for s in self.graph.steps)),
-                    )
+                found = await asyncio.gather(
+                    *(self.client.metadata(s) for s in steps), *(self.client.max_batch_size(s) for s in steps)
                 )
-                problems = check_signatures(self.graph, metadata)
+                metadata = {s.index: m for s, m in zip(steps, found)}
+                batch_sizes = {s.index: b for s, b in zip(steps, found[len(steps):])}
+                problems = check_signatures(self.graph, metadata, batch_sizes)
                 if not problems:
                     break
                 why = f"ensemble '{self.name}' does not fit its step models: " + "; ".join(problems)
@@ -86,7 +96,8 @@ class EnsembleServable:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max_seconds)
         for s in self.graph.steps:
-            log.info("step '%s': model '%s' at %s", s.name, s.model, s.url)
+            log.info("step '%s': model '%s' at %s (timeout %gs)", s.name, s.model, s.url, s.timeout)
+        self._health_task = asyncio.create_task(self.health.run())
         self._ready = self._accepting = True
 
     def mark_unready(self) -> None:
@@ -95,11 +106,19 @@ class EnsembleServable:
     async def drain(self) -> None:
         self._ready = self._accepting = False
         await self._idle.wait()
+        if self._health_task is not None:
+            self._health_task.cancel()
+            await asyncio.gather(self._health_task, return_exceptions=True)
         if self.client is not None:
             await self.client.aclose()
 
-    def is_ready(self) -> bool:
+    def serving(self) -> bool:
+        """The router's server readiness: started, checked and not draining."""
         return self._ready
+
+    def is_ready(self) -> bool:
+        """The ensemble model's readiness: serving, and every step model ready."""
+        return self._ready and self.health.all_ready()
 
     def pending_count(self) -> int:
         return self._inflight
@@ -180,7 +199,16 @@ class EnsembleServable:
             "platform": "ensemble",
             "inputs": [{"name": t.name, "datatype": t.datatype, "shape": lead + t.dims} for t in d.inputs],
             "outputs": [{"name": t.name, "datatype": t.datatype, "shape": lead + t.dims} for t in d.outputs],
+            "parameters": self._health_parameters(),
         }
+
+    def _health_parameters(self) -> dict:
+        """``steps_ready`` and, per step, ``step:<name>``: "ready" or "not ready: <why>"."""
+        h = self.health
+        params: dict = {"steps_ready": h.all_ready()}
+        for s in self.graph.steps:
+            params[f"step:{s.name}"] = "ready" if h.ready[s.index] else f"not ready: {h.reason[s.index]}"
+        return params
 
     def config_json(self) -> dict:
         """Triton's JSON model config of an ensemble (``ensemble_scheduling.step``)."""

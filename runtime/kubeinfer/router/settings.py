@@ -20,6 +20,10 @@ class RouterSettings(BaseSettings):
     endpoints: dict[str, str] = Field(default_factory=dict)
     max_inflight: int | None = Field(None, ge=1, description="default: the definition's max_inflight")
     connect_timeout_seconds: float = Field(1.0, gt=0)
+    step_timeout_seconds: float | None = Field(
+        None, gt=0, description="seconds a step may take to answer; default: the definition's step_timeout_seconds (60)"
+    )
+    health_interval_seconds: float = Field(2.0, gt=0, description="how often the step models' readiness is polled")
     host: str = "0.0.0.0"
     http_port: int = Field(8000, ge=0, le=65535)
     grpc_port: int = Field(0, ge=0, le=65535, description="0 disables gRPC (the runtime's gRPC layer serves the ensemble when set)")

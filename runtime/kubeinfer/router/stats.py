@@ -1,7 +1,7 @@
 """Ensemble statistics: Triton's per-model stats for the ensemble as a whole, plus one
 record per step (successes, failures by kind, cumulative duration, and the wall-clock
-start/end of the step's most recent call). Fed by the executor, read by the stats
-endpoint and the ``/metrics`` renderer; plain counters updated on the event loop.
+start/end of the step's most recent call, and its health). Fed by the executor, read by
+the stats endpoint and the ``/metrics`` renderer; plain counters updated on the event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from kubeinfer.runtime.metrics import MetricsRenderer, format_labels, format_value
 from kubeinfer.runtime.stats import Duration, ModelStats
 from kubeinfer.router.graph import Graph, Step
+from kubeinfer.router.health import StepHealth
 
 #: step failure kinds (the ``reason`` label of the step failure counter)
 STEP_FAILURES = ("REJECTED", "UNAVAILABLE", "TIMEOUT", "CANCELLED", "FAILED")
@@ -55,13 +56,17 @@ class StepStats:
 class EnsembleStats(ModelStats):
     """Triton's stats entry for the ensemble; ``steps`` is kubeinfer's addition."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, health: StepHealth | None = None) -> None:
         super().__init__(graph.name, graph.definition.version)
         self.steps = [StepStats(s) for s in graph.steps]
+        self.health = health
 
     def to_json(self) -> dict:
         doc = super().to_json()
         doc["steps"] = [s.to_json() for s in self.steps]
+        if self.health is not None:
+            for i, step in enumerate(doc["steps"]):
+                step.update(self.health.to_json(i))
         return doc
 
 
@@ -73,6 +78,7 @@ _STEP_FAMILIES = (
     ("kubeinfer_ensemble_step_request_success", "counter", "Successful calls of an ensemble step's model"),
     ("kubeinfer_ensemble_step_request_failure", "counter", "Failed calls of an ensemble step's model, by reason"),
     ("kubeinfer_ensemble_step_duration_us", "counter", "Cumulative duration of an ensemble step's calls in microseconds (success and failure)"),
+    ("kubeinfer_ensemble_step_ready", "gauge", "1 while an ensemble step's model answers its readiness, else 0"),
 )
 
 
@@ -81,13 +87,16 @@ def render_steps(stats: EnsembleStats) -> str:
     ens = stats.name
     for name, kind, doc in _STEP_FAMILIES:
         lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
-        for s in stats.steps:
+        for i, s in enumerate(stats.steps):
             lb = {"ensemble": ens, "step": s.step, "model": s.model}
             if name.endswith("_success"):
                 lines.append(f"{name}{format_labels(lb)} {format_value(s.success.count)}")
             elif name.endswith("_failure"):
                 for reason, n in s.failures.items():
                     lines.append(f"{name}{format_labels({**lb, 'reason': reason})} {format_value(n)}")
+            elif name.endswith("_ready"):
+                ready = stats.health is None or stats.health.ready[i]
+                lines.append(f"{name}{format_labels(lb)} {format_value(int(ready))}")
             else:
                 lines.append(f"{name}{format_labels(lb)} {format_value((s.success.ns + s.fail.ns) // 1000)}")
     return "\n".join(lines) + "\n"
