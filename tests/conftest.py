@@ -25,8 +25,8 @@ def free_port() -> int:
 class ServerProcess:
     """A real runtime process started exactly as a user would start it."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.http_port = free_port()
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, http_port: int | None = None) -> None:
+        self.http_port = http_port or free_port()
         self.metrics_port = free_port()
         self.grpc_port = free_port()
         self.url = f"127.0.0.1:{self.http_port}"
@@ -75,11 +75,14 @@ class ServerProcess:
 
 @pytest.fixture
 def start_server():
-    """Factory: start ``kubeinfer <args>`` and wait until ready; stopped at teardown."""
+    """Factory: start ``kubeinfer <args>`` and wait until ready; stopped at teardown.
+    ``http_port`` fixes the HTTP port (to start a server again where it was)."""
     servers: list[ServerProcess] = []
 
-    def start(args: list[str], env: dict[str, str] | None = None, ready: bool = True) -> ServerProcess:
-        server = ServerProcess(args, env)
+    def start(
+        args: list[str], env: dict[str, str] | None = None, ready: bool = True, http_port: int | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(args, env, http_port)
         servers.append(server)
         if ready:
             server.wait_ready()

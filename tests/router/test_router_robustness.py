@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -165,92 +163,62 @@ def test_ensemble_batch_larger_than_a_step_models_is_refused(tmp_path, start_ser
     client.close()
 
 
-class StepProcess:
-    """``kubeinfer serve`` on a fixed port, so that it can be killed and started again there."""
-
-    def __init__(self, repo, model: str, port: int) -> None:
-        self.args = [sys.executable, "-m", "kubeinfer.cli", "serve", str(repo), "--model", model,
-                     "--host", "127.0.0.1", "--http-port", str(port), "--metrics-port", "0", "--grpc-port", "0"]
-        self.url = f"127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "the step model exited"
-            try:
-                if httpx.get(f"http://{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("the step model did not get ready")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-
 def test_step_down_and_back(tmp_path, start_server):
     repo = tmp_path / "repo"
     affine_repo(repo, "a", 2, 1)
     affine_repo(repo, "b", 3, 0)
     a = serve(start_server, repo, "a")
-    b = StepProcess(repo, "b", free_port())
-    b.start()
-    try:
-        d = write_definition(
-            tmp_path / "p.yaml", "pipe", [tensor("x", [4])], [tensor("y", [4])],
-            [step("a", {"INPUT0": "x"}, {"OUTPUT0": "t"}), step("b", {"INPUT0": "t"}, {"OUTPUT0": "y"})],
-            endpoints={"a": f"http://{a.url}", "b": f"http://{b.url}"},
-        )
-        router = route(start_server, d, {}, extra=["--health-interval-seconds", "0.2"])
-        base = f"http://{router.url}"
-        http = httpclient.InferenceServerClient(router.url)
-        grpc = grpcclient.InferenceServerClient(router.grpc_url)
-        x = rand((2, 4))
-        assert http.is_server_ready() and http.is_model_ready("pipe") and grpc.is_model_ready("pipe")
-        assert http.get_model_metadata("pipe")["parameters"] == {"steps_ready": True, "step:a": "ready", "step:b": "ready"}
+    port = free_port()
+    b = start_server(["serve", str(repo), "--model", "b"], http_port=port)
+    d = write_definition(
+        tmp_path / "p.yaml", "pipe", [tensor("x", [4])], [tensor("y", [4])],
+        [step("a", {"INPUT0": "x"}, {"OUTPUT0": "t"}), step("b", {"INPUT0": "t"}, {"OUTPUT0": "y"})],
+        endpoints={"a": f"http://{a.url}", "b": f"http://{b.url}"},
+    )
+    router = route(start_server, d, {}, extra=["--health-interval-seconds", "0.2"])
+    base = f"http://{router.url}"
+    http = httpclient.InferenceServerClient(router.url)
+    grpc = grpcclient.InferenceServerClient(router.grpc_url)
+    x = rand((2, 4))
+    assert http.is_server_ready() and http.is_model_ready("pipe") and grpc.is_model_ready("pipe")
+    assert http.get_model_metadata("pipe")["parameters"] == {"steps_ready": True, "step:a": "ready", "step:b": "ready"}
 
-        b.kill()
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{base}/v2/models/pipe/ready").status_code == 200:
-            # while the ensemble model turns not ready, the router's own readiness stays up
-            assert httpx.get(f"{base}/v2/health/ready").status_code == 200
-            assert time.monotonic() < deadline, router.log()
-            time.sleep(0.05)
-        r = httpx.get(f"{base}/v2/models/pipe/ready")
-        assert r.status_code == 503 and r.json() == {"error": "model 'pipe' is not ready"}
+    os.killpg(b.proc.pid, signal.SIGKILL)  # no drain, no goodbye
+    b.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{base}/v2/models/pipe/ready").status_code == 200:
+        # while the ensemble model turns not ready, the router's own readiness stays up
         assert httpx.get(f"{base}/v2/health/ready").status_code == 200
-        assert http.is_server_ready() and not http.is_model_ready("pipe") and not grpc.is_model_ready("pipe")
-        params = http.get_model_metadata("pipe")["parameters"]
-        assert params["steps_ready"] is False and params["step:a"] == "ready"
-        assert params["step:b"].startswith(f"not ready: cannot connect to http://{b.url}")
-        stats = http.get_inference_statistics("pipe")["model_stats"][0]["steps"]
-        assert [s["ready"] for s in stats] == [True, False] and stats[1]["reason"] == params["step:b"][11:]
-        metrics = httpx.get(f"http://127.0.0.1:{router.metrics_port}/metrics").text
-        assert 'kubeinfer_ensemble_step_ready{ensemble="pipe",model="b",step="b"} 0.0' in metrics
-        assert 'kubeinfer_ensemble_step_ready{ensemble="pipe",model="a",step="a"} 1.0' in metrics
-        # requests are still tried: they fail fast, naming the step that is down
-        t0 = time.monotonic()
-        with pytest.raises(InferenceServerException) as err:
-            infer(http, "pipe", x)
-        assert time.monotonic() - t0 < 3
-        assert err.value.status() == "503" and "step 'b' (model 'b')" in err.value.message()
+        assert time.monotonic() < deadline, router.log()
+        time.sleep(0.05)
+    r = httpx.get(f"{base}/v2/models/pipe/ready")
+    assert r.status_code == 503 and r.json() == {"error": "model 'pipe' is not ready"}
+    assert httpx.get(f"{base}/v2/health/ready").status_code == 200
+    assert http.is_server_ready() and not http.is_model_ready("pipe") and not grpc.is_model_ready("pipe")
+    params = http.get_model_metadata("pipe")["parameters"]
+    assert params["steps_ready"] is False and params["step:a"] == "ready"
+    assert params["step:b"].startswith(f"not ready: cannot connect to http://{b.url}")
+    stats = http.get_inference_statistics("pipe")["model_stats"][0]["steps"]
+    assert [s["ready"] for s in stats] == [True, False] and stats[1]["reason"] == params["step:b"][11:]
+    metrics = httpx.get(f"http://127.0.0.1:{router.metrics_port}/metrics").text
+    assert 'kubeinfer_ensemble_step_ready{ensemble="pipe",model="b",step="b"} 0.0' in metrics
+    assert 'kubeinfer_ensemble_step_ready{ensemble="pipe",model="a",step="a"} 1.0' in metrics
+    # requests are still tried: they fail fast, naming the step that is down
+    t0 = time.monotonic()
+    with pytest.raises(InferenceServerException) as err:
+        infer(http, "pipe", x)
+    assert time.monotonic() - t0 < 3
+    assert err.value.status() == "503" and "step 'b' (model 'b')" in err.value.message()
 
-        b.start()  # the same port: as a Kubernetes Service keeps its address
-        deadline = time.monotonic() + 20
-        while httpx.get(f"{base}/v2/models/pipe/ready").status_code != 200:
-            assert time.monotonic() < deadline, router.log()
-            time.sleep(0.05)
-        assert grpc.is_model_ready("pipe")
-        assert http.get_model_metadata("pipe")["parameters"]["steps_ready"] is True
-        assert abs(infer(http, "pipe", x).as_numpy("y") - (x * 2 + 1) * 3).max() < 1e-5
-        assert "step 'b' (model 'b' at" in router.log() and "is ready again" in router.log()
-        http.close()
-        grpc.close()
-    finally:
-        b.kill()
+    # again on the same port, as a Kubernetes Service keeps its address
+    b = start_server(["serve", str(repo), "--model", "b"], http_port=port)
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{base}/v2/models/pipe/ready").status_code != 200:
+        assert time.monotonic() < deadline, router.log()
+        time.sleep(0.05)
+    assert grpc.is_model_ready("pipe")
+    assert http.get_model_metadata("pipe")["parameters"]["steps_ready"] is True
+    assert abs(infer(http, "pipe", x).as_numpy("y") - (x * 2 + 1) * 3).max() < 1e-5
+    assert "step 'b' (model 'b' at" in router.log() and "is ready again" in router.log()
+    http.close()
+    grpc.close()
