@@ -29,7 +29,7 @@ class FakeApi:
         return out
 
     async def delete_owned(self, api_version, kind, namespace, name, owner_uid):
-        self.deleted.append(kind)
+        self.deleted.append((kind, name))
         return kind == "HorizontalPodAutoscaler"
 
     async def patch_status(self, namespace, name, status):
@@ -64,7 +64,8 @@ async def test_reconcile_applies_and_reports_ready(options):
     api = FakeApi(AVAILABLE)
     status = await Reconciler(api, options, clock=lambda: "T0").reconcile(body())
     assert [m["kind"] for m in api.applied] == ["Deployment", "Service", "PodDisruptionBudget"]
-    assert "HorizontalPodAutoscaler" in api.deleted and "ConfigMap" in api.deleted
+    # what is not rendered is swept, each kind under the name it is rendered with
+    assert ("HorizontalPodAutoscaler", "digits") in api.deleted and ("ConfigMap", "digits-model-config") in api.deleted
     assert status["observedGeneration"] == 1
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     assert status["url"] == "http://digits.ns.svc.cluster.local:8000"

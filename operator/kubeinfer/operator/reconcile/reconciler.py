@@ -20,6 +20,7 @@ from kubeinfer.operator.api.v1alpha1 import InferenceModelSpec
 from kubeinfer.operator.k8s import ApiFailure
 from kubeinfer.operator.reconcile.status import failed_status, status_for
 from kubeinfer.operator.render import OWNED_KINDS, InvalidSpec, RenderOptions, Target, render_all
+from kubeinfer.operator.render.common import config_map_name
 
 log = logging.getLogger("kubeinfer.operator")
 FAILED_REASONS = ("InvalidSpec", "ApplyRejected")
@@ -96,8 +97,9 @@ class Reconciler:
             rendered = {(o["apiVersion"], o["kind"]) for o in objects}
             for api_version, kind in OWNED_KINDS:
                 if (api_version, kind) not in rendered:
-                    if await self.api.delete_owned(api_version, kind, target.namespace, target.name, target.uid):
-                        log.info("deleted %s %s/%s (no longer wanted)", kind, target.namespace, target.name)
+                    name = config_map_name(target) if kind == "ConfigMap" else target.name
+                    if await self.api.delete_owned(api_version, kind, target.namespace, name, target.uid):
+                        log.info("deleted %s %s/%s (no longer wanted)", kind, target.namespace, name)
         except ApiFailure as exc:
             if exc.rejected:
                 raise await self._fail(body, "ApplyRejected", exc.message) from None
