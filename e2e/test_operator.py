@@ -54,9 +54,10 @@ def _helm() -> str:
                           check=True, timeout=300).stdout.strip()
 
 
-def _sa_kubeconfig(cluster, path: Path) -> Path:
+def _sa_kubeconfig(cluster, path: Path, account: str = "kubeinfer", namespace: str = SYSTEM_NS) -> Path:
+    """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (a token)."""
     admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    token = cluster.kubectl("create", "token", "kubeinfer", "-n", SYSTEM_NS, "--duration", "2h").stdout.strip()
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration", "2h").stdout.strip()
     ctx = admin["contexts"][0]["context"]
     clusters = {c["name"]: c["cluster"] for c in admin["clusters"]}
     cl = dict(clusters[ctx["cluster"]])

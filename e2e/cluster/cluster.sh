@@ -9,6 +9,12 @@
 #   cluster.sh status      show the processes' state (kwokctl get components)
 #   cluster.sh pids        print the pids of the cluster's processes
 #   cluster.sh kubectl ARGS...  run the selected kubectl against the cluster
+#   cluster.sh audit-log   print the path of the API server's audit log (audit-policy.yaml)
+#
+# The API server records the requests of namespace kubeinfer-rbac's ServiceAccounts in its
+# audit log (audit-policy.yaml) and enforces OwnerReferencesPermissionEnforcement on top of
+# the default admission plugins (PodSecurity included), as OpenShift does: setting
+# blockOwnerDeletion needs update on the owner's finalizers.
 #
 # Environment:
 #   KUBEINFER_CLUSTER_NAME  cluster name (default kubeinfer-e2e)
@@ -121,6 +127,8 @@ EOF
     --kube-scheduler-binary "$bin_dir/kube-scheduler" \
     --kwok-controller-binary "$bin_dir/kwok" \
     --etcd-binary "$bin_dir/etcd" \
+    --kube-audit-policy "$here/audit-policy.yaml" \
+    --extra-args "kube-apiserver=enable-admission-plugins=OwnerReferencesPermissionEnforcement" \
     --wait 2m \
     --timeout 5m >&2 || { log "kwokctl create cluster failed; logs in $cluster_dir/logs"; down; exit 1; }
 
@@ -148,6 +156,7 @@ case "${1:-}" in
   kubeconfig) [ -f "$kubeconfig" ] || die "cluster $name is not up"; echo "$kubeconfig" ;;
   status) kwokctl get components --name "$name" ;;
   pids) cluster_pids ;;
+  audit-log) echo "$cluster_dir/logs/audit.log" ;;
   kubectl) shift; kc "$@" ;;
-  *) echo "usage: $0 up|down|kubeconfig|status|pids|kubectl ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|kubeconfig|status|pids|audit-log|kubectl ARGS..." >&2; exit 2 ;;
 esac

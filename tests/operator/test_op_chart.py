@@ -88,7 +88,7 @@ def test_rbac_is_least_privilege(helm):
     assert {d["metadata"]["name"] for d in cluster_scoped} == {"kubeinfer-crd-reader"}
     (reader,) = [d for d in cluster_scoped if d["kind"] == "ClusterRole"]
     assert reader["rules"] == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-                                "verbs": ["get", "list", "watch"]}]
+                                "verbs": ["list", "watch"]}]
     assert {(d["kind"], d["metadata"]["namespace"]) for d in namespaced if d["kind"] in ("Role", "RoleBinding")} == {
         ("Role", "models"), ("RoleBinding", "models")}
 

@@ -28,32 +28,41 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* The rules the operator needs: only what it reads, applies, deletes or reports. */}}
+{{/* The rules the operator needs: only what it reads, applies, deletes or reports.
+e2e/test_pod_security.py derives from the API server's audit log what the operator uses
+and fails for a rule granted and never used, or a request refused. Deployments, Services
+and PodDisruptionBudgets are always rendered: applied (patch; create when new), never read
+or deleted; ConfigMaps and HPAs come and go, so they are also read and deleted. */}}
 {{- define "kubeinfer.rules" -}}
 - apiGroups: ["kubeinfer.dev"]
   resources: ["inferencemodels", "inferenceensembles"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kubeinfer.dev"]
   resources: ["inferencemodels/status", "inferenceensembles/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# checked at admission (OwnerReferencesPermissionEnforcement) when an owned object names
+# its owner with blockOwnerDeletion
 - apiGroups: ["kubeinfer.dev"]
   resources: ["inferencemodels/finalizers", "inferenceensembles/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
+  resources: ["services"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
   verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["create", "patch"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "create", "patch", "delete"]
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if .Values.monitoring.perModelServiceMonitors }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
