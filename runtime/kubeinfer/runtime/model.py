@@ -23,15 +23,38 @@ log = logging.getLogger(__name__)
 
 
 class _InputCheck:
-    __slots__ = ("name", "dtype", "datatype", "dims", "optional", "reshape")
+    __slots__ = ("name", "dtype", "datatype", "dims", "optional", "reshape", "utf8")
 
-    def __init__(self, name, datatype, dims, optional, reshape) -> None:
+    def __init__(self, name, datatype, dims, optional, reshape, utf8) -> None:
         self.name = name
         self.datatype = datatype
         self.dtype = to_numpy(datatype)
         self.dims = dims
         self.optional = optional
         self.reshape = reshape
+        self.utf8 = utf8 and datatype == "BYTES"
+
+
+def check_utf8(name: str, arr: np.ndarray) -> None:
+    """Every BYTES element is UTF-8 text: one decode of the elements joined by a newline
+    (which no multi-byte sequence can swallow, so the join is valid iff every part is)."""
+    flat = arr.reshape(-1)
+    try:
+        b"\n".join(flat).decode("utf-8")
+    except UnicodeDecodeError:
+        index = next(i for i, v in enumerate(flat) if not _is_utf8(v))
+        raise InvalidInput(
+            f"input '{name}': element {index} is not UTF-8 text, which this model's "
+            "string input needs"
+        ) from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class ModelServable:
@@ -55,7 +78,7 @@ class ModelServable:
         # control and implicit-state inputs are fed by the sequence batcher, not by clients
         self._internal = seq.internal_inputs() if seq is not None else set()
         self._checks = [
-            _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape)
+            _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape, loaded.backend.utf8_strings)
             for s in self.config.inputs()
             if s.name not in self._internal
         ]
@@ -136,6 +159,8 @@ class ModelServable:
                 raise InvalidInput(
                     f"input '{c.name}': datatype is {from_numpy(arr.dtype)}, model expects {c.datatype}"
                 )
+            if c.utf8:
+                check_utf8(c.name, arr)
             shape = arr.shape
             if batched:
                 if len(shape) != len(c.dims) + 1:
