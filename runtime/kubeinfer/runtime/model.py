@@ -14,7 +14,7 @@ import numpy as np
 
 from kubeinfer.runtime.batching.interface import Scheduler
 from kubeinfer.runtime.datatypes import from_numpy, to_numpy
-from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady
+from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady, QueueFull
 from kubeinfer.runtime.repository import LoadedModel
 from kubeinfer.runtime.stats import ModelStats
 from kubeinfer.runtime.types import InferRequest, InferResponse
@@ -72,6 +72,8 @@ class ModelServable:
         self.batched = self.max_batch_size > 0
         self.stats = ModelStats(self.name, self.version)
         self.scheduler = scheduler_factory(loaded, self.stats)
+        #: whether the scheduler would reject any request now (cheap, before decoding)
+        self.queue_full = getattr(self.scheduler, "queue_full", None) or (lambda: False)
         self._ready = False
         self._accepting = False
         seq = self.config.sequence_batching
@@ -192,6 +194,13 @@ class ModelServable:
                 if o.name not in self._output_names:
                     raise InvalidInput(f"model '{self.name}' has no output '{o.name}'")
         request.batch_size = batch or 1
+
+    def check_capacity(self) -> None:
+        """Raise ``QueueFull`` (and count it) when the queue is full; the server calls
+        this before reading and decoding a request, so shedding load costs little."""
+        if self.queue_full():
+            self.stats.request_failed(0, QueueFull.reason)
+            raise QueueFull(f"model '{self.name}': the queue is full")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if not self._accepting:

@@ -58,6 +58,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.extensions = extensions
         self._closing = False
         self._reading: set[asyncio.Task] = set()  # streams' readers waiting for requests
+        self._check_capacity = getattr(servable, "check_capacity", None) or (lambda: None)
 
     def close_streams(self) -> None:
         """Shutdown: open streams stop reading, answer what they read, and end."""
@@ -149,6 +150,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         servable = self.servable
         check_target(servable, request.model_name, request.model_version)
+        self._check_capacity()  # a full queue answers UNAVAILABLE before decoding
         infer_request = decode_request(request)
         remaining = context.time_remaining()
         if remaining is not None:  # the client's deadline is the request's timeout

@@ -17,6 +17,15 @@ adds three limits per connection:
   end of the headers; otherwise the connection is closed (the application sees a
   disconnect and drops the request).
 
+**Load shedding** (optional ``Shedding``): while the servable's queue is full, an infer
+request is answered ``503`` straight from the protocol, before its body is read and
+without an application task; its body is then skipped by the parser and the connection
+stays open. The connection then stops being read (its retry waits in the kernel's socket
+buffer) until a request of this server completes — room in the queue — or
+``Shedding.retry_after_seconds`` passed. Clients that retry a 503 at once thus cost one
+rejection per freed slot instead of spinning the event loop, which would delay the
+dispatch of the next batch and starve the requests being served.
+
 Deadlines are plain numbers on the connection, checked by one sweeper task per server
 (a few times per timeout) rather than a timer per request: the infer path pays a clock
 read, not a timer. Idle kept-alive connections keep uvicorn's ``timeout_keep_alive``.
@@ -27,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httptools
@@ -47,6 +58,26 @@ class ConnectionLimits:
         return min(1.0, max(0.05, min(self.header_timeout_seconds, self.body_timeout_seconds) / 4))
 
 
+@dataclass(frozen=True, slots=True)
+class Shedding:
+    #: whether requests should be shed now (called for every request: keep it cheap)
+    overloaded: Callable[[], bool]
+    #: the complete response for a request to this URL, or None to serve it as usual
+    reply: Callable[[bytes], bytes | None]
+    #: the longest a shed connection is left unread (the 503's Retry-After)
+    retry_after_seconds: float = 1.0
+
+
+class _ShedCycle:
+    """Stands in for uvicorn's request cycle while a shed request's body streams past."""
+
+    response_complete = True
+    message_event = type("_NoEvent", (), {"set": lambda self: None})()
+
+
+_SHED = _ShedCycle()
+
+
 class _HeadersTooLarge(Exception):
     pass
 
@@ -63,7 +94,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol under ``limits`` (bound by ``protocol_class``)."""
 
     limits = ConnectionLimits()
+    shedding: Shedding | None = None
     _sweeper: asyncio.Task | None = None
+    _paused: deque  # connections left unread after a shed request (one deque per server)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -72,6 +105,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._pending = 0  # bytes received while the current headers were incomplete
         self._chunk = 0
         self._deadline: float | None = None
+        self._paused_until: float | None = None
 
     # -- deadlines ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -79,7 +113,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = self.loop.time() + self.limits.header_timeout_seconds
         cls = type(self)
         if cls._sweeper is None or cls._sweeper.done():
-            cls._sweeper = self.loop.create_task(_sweep(self.connections, self.limits.sweep_seconds))
+            cls._sweeper = self.loop.create_task(_sweep(cls, self.connections))
+
+    def resume(self) -> None:
+        """Read this connection again after it was left unread for a shed request."""
+        self._paused_until = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def expire(self) -> None:
         """The deadline passed: 408 while headers are awaited, else just close."""
@@ -144,25 +184,68 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 raise _HeadersTooLarge()
         self._pending = 0
         self._deadline = self.loop.time() + self.limits.body_timeout_seconds
+        shedding = self.shedding
+        if shedding is not None and shedding.overloaded() and self._shed(shedding):
+            return
         super().on_headers_complete()
+
+    def _shed(self, shedding: Shedding) -> bool:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False  # a response is still due on this connection: keep the order
+        reply = shedding.reply(self.url)
+        if reply is None:
+            return False
+        self.cycle = _SHED
+        self.transport.write(reply)
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+        super().on_response_complete()
+        self.transport.pause_reading()
+        self._paused_until = self.loop.time() + shedding.retry_after_seconds
+        self._paused.append(self)
+        return True
+
+    def on_response_complete(self) -> None:
+        # a served request is done: room for one more, so one shed connection is read again
+        super().on_response_complete()
+        paused = self._paused
+        while paused:
+            conn = paused.popleft()
+            if conn._paused_until is not None:
+                conn.resume()
+                break
 
     def on_message_complete(self) -> None:
         self._deadline = None
         super().on_message_complete()
 
 
-async def _sweep(connections: set, interval: float) -> None:
-    """Expire connections past their deadline; ends when the server has none left."""
+async def _sweep(cls: type[LimitedHttpToolsProtocol], connections: set) -> None:
+    """Expire connections past their deadline, read shed ones again after their
+    Retry-After; ends when the server has no connection left."""
     loop = asyncio.get_running_loop()
+    interval = cls.limits.sweep_seconds
     while connections:
         await asyncio.sleep(interval)
         now = loop.time()
+        if cls._paused:
+            cls._paused = deque(c for c in cls._paused if c._paused_until is not None)
         for conn in list(connections):
             deadline = getattr(conn, "_deadline", None)
             if deadline is not None and now >= deadline:
                 conn.expire()
+            paused_until = getattr(conn, "_paused_until", None)
+            if paused_until is not None and now >= paused_until:
+                conn.resume()
 
 
-def protocol_class(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
+def protocol_class(
+    limits: ConnectionLimits, shedding: Shedding | None = None
+) -> type[LimitedHttpToolsProtocol]:
     """A protocol class for uvicorn's ``http`` setting, bound to ``limits``."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+    return type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {"limits": limits, "shedding": shedding, "_paused": deque()},
+    )

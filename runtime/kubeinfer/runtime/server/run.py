@@ -29,7 +29,8 @@ from kubeinfer.runtime.repository import LoadedModel, load_model
 from kubeinfer.runtime.servable import Servable
 from kubeinfer.runtime.server.app import create_app
 from kubeinfer.runtime.server.grpc_service import start_grpc_server, stop_grpc_server
-from kubeinfer.runtime.server.http_limits import ConnectionLimits, protocol_class
+from kubeinfer.runtime.server.http_limits import ConnectionLimits, Shedding, protocol_class
+from kubeinfer.runtime.server.infer_route import shed_reply
 from kubeinfer.runtime.settings import RuntimeSettings
 from kubeinfer.runtime.stats import ModelStats
 
@@ -105,14 +106,19 @@ def connection_limits(settings) -> ConnectionLimits:
 
 
 def uvicorn_server(
-    app, host: str, port: int, log_level: str, limits: ConnectionLimits = ConnectionLimits()
+    app,
+    host: str,
+    port: int,
+    log_level: str,
+    limits: ConnectionLimits = ConnectionLimits(),
+    shedding: Shedding | None = None,
 ) -> _Server:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http=protocol_class(limits),
+        http=protocol_class(limits, shedding),
         lifespan="off",
         access_log=False,
         log_level=log_level,
@@ -185,7 +191,9 @@ async def run_servers(servable: Servable, app, metrics, settings: RuntimeSetting
 
     level = settings.log_level.lower()
     limits = connection_limits(settings)
-    http = uvicorn_server(app, settings.host, settings.http_port, level, limits)
+    full = getattr(servable, "queue_full", None)
+    shedding = Shedding(full, shed_reply(servable)) if full is not None else None
+    http = uvicorn_server(app, settings.host, settings.http_port, level, limits, shedding)
     servers = [http]
     if settings.metrics_port:
         metrics_app = Starlette(routes=[Route("/metrics", metrics)])
