@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeinfer.runtime.datatypes import to_numpy
+from kubeinfer.runtime.datatypes import DATATYPES, to_numpy
 from kubeinfer.runtime.errors import InvalidInput
 
 _U32 = struct.Struct("<I")
@@ -83,25 +83,28 @@ def _numbers(name: str, datatype: str, flat: list) -> np.ndarray:
     """JSON numbers as one typed array: numpy infers the elements' kind in one pass (a
     ``null``, string or object makes an object or string array), then it is checked
     against the datatype and cast."""
-    dtype = to_numpy(datatype)
+    dtype, accepts = _NUMERIC[datatype]
     try:
         arr = np.array(flat)
     except (TypeError, ValueError, OverflowError):
         arr = np.array(flat, dtype=np.object_)
-    kind = arr.dtype.kind
-    if arr.size and kind != dtype.kind and kind not in _ACCEPTS[dtype.kind]:
+    if arr.dtype.kind not in accepts and arr.size:
         want = "true/false" if datatype == "BOOL" else f"numbers of datatype {datatype}"
         raise InvalidInput(f"input '{name}': data must be {want}")
-    if dtype.kind in "iu" and arr.size and arr.dtype != dtype:
+    if accepts == "iu" and arr.dtype != dtype and arr.size:
         info = np.iinfo(dtype)
         if arr.min() < info.min or arr.max() > info.max:
             raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
     return arr.astype(dtype, copy=False)
 
 
-#: element kinds numpy infers from JSON values that each datatype kind accepts: integers
-#: take integers only, floats take integers and floats, BOOL takes only true/false
-_ACCEPTS = {"b": "", "i": "iu", "u": "iu", "f": "iuf"}
+#: datatype -> (numpy dtype, the element kinds numpy infers from JSON values that it
+#: takes): integers take integers only, floats integers and floats, BOOL only true/false
+_NUMERIC = {
+    dt: (to_numpy(dt), {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[to_numpy(dt).kind])
+    for dt in DATATYPES
+    if dt != "BYTES"
+}
 
 
 def from_bytes(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:
