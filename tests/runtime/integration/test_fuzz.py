@@ -125,7 +125,8 @@ def mutated_doc(draw, model: str, binary: bool) -> tuple[dict, bytes]:
         elif where == "drop" and inputs:
             inputs.pop(draw(st.integers(0, len(inputs) - 1)))
         elif where == "extra":
-            inputs.append(dict(inputs[0]) if inputs and draw(st.booleans()) else draw(garbage["data"]))
+            first = next((i for i in inputs if isinstance(i, dict)), None)
+            inputs.append(dict(first) if first is not None and draw(st.booleans()) else draw(garbage["data"]))
         else:
             key = draw(st.sampled_from(["id", "parameters", "outputs", "inputs"]))
             doc[key] = draw(st.one_of(json_value, parameters, outputs))
