@@ -109,3 +109,20 @@ max_batch_size: 16
 dynamic_batching { max_queue_delay_microseconds: 1000 }
 parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
 """
+
+
+STRINGS_CONFIG = """
+name: "strings"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 1000 }
+"""
+
+
+def strings_repo(root: Path) -> Path:
+    """``strings``: an ONNX string identity, INPUT0 BYTES [B, -1] -> OUTPUT0 (the same)."""
+    return write_repo(
+        root, "strings", STRINGS_CONFIG, lambda p: identity(p, TensorProto.STRING, ["B", "N"])
+    )

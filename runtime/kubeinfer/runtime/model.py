@@ -14,7 +14,7 @@ import numpy as np
 
 from kubeinfer.runtime.batching.interface import Scheduler
 from kubeinfer.runtime.datatypes import from_numpy, to_numpy
-from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady
+from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady, QueueFull
 from kubeinfer.runtime.repository import LoadedModel
 from kubeinfer.runtime.stats import ModelStats
 from kubeinfer.runtime.types import InferRequest, InferResponse
@@ -23,15 +23,38 @@ log = logging.getLogger(__name__)
 
 
 class _InputCheck:
-    __slots__ = ("name", "dtype", "datatype", "dims", "optional", "reshape")
+    __slots__ = ("name", "dtype", "datatype", "dims", "optional", "reshape", "utf8")
 
-    def __init__(self, name, datatype, dims, optional, reshape) -> None:
+    def __init__(self, name, datatype, dims, optional, reshape, utf8) -> None:
         self.name = name
         self.datatype = datatype
         self.dtype = to_numpy(datatype)
         self.dims = dims
         self.optional = optional
         self.reshape = reshape
+        self.utf8 = utf8 and datatype == "BYTES"
+
+
+def check_utf8(name: str, arr: np.ndarray) -> None:
+    """Every BYTES element is UTF-8 text: one decode of the elements joined by a newline
+    (which no multi-byte sequence can swallow, so the join is valid iff every part is)."""
+    flat = arr.reshape(-1)
+    try:
+        b"\n".join(flat).decode("utf-8")
+    except UnicodeDecodeError:
+        index = next(i for i, v in enumerate(flat) if not _is_utf8(v))
+        raise InvalidInput(
+            f"input '{name}': element {index} is not UTF-8 text, which this model's "
+            "string input needs"
+        ) from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class ModelServable:
@@ -49,13 +72,15 @@ class ModelServable:
         self.batched = self.max_batch_size > 0
         self.stats = ModelStats(self.name, self.version)
         self.scheduler = scheduler_factory(loaded, self.stats)
+        #: whether the scheduler would reject any request now (cheap, before decoding)
+        self.queue_full = getattr(self.scheduler, "queue_full", None) or (lambda: False)
         self._ready = False
         self._accepting = False
         seq = self.config.sequence_batching
         # control and implicit-state inputs are fed by the sequence batcher, not by clients
         self._internal = seq.internal_inputs() if seq is not None else set()
         self._checks = [
-            _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape)
+            _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape, loaded.backend.utf8_strings)
             for s in self.config.inputs()
             if s.name not in self._internal
         ]
@@ -136,6 +161,8 @@ class ModelServable:
                 raise InvalidInput(
                     f"input '{c.name}': datatype is {from_numpy(arr.dtype)}, model expects {c.datatype}"
                 )
+            if c.utf8:
+                check_utf8(c.name, arr)
             shape = arr.shape
             if batched:
                 if len(shape) != len(c.dims) + 1:
@@ -167,6 +194,13 @@ class ModelServable:
                 if o.name not in self._output_names:
                     raise InvalidInput(f"model '{self.name}' has no output '{o.name}'")
         request.batch_size = batch or 1
+
+    def check_capacity(self) -> None:
+        """Raise ``QueueFull`` (and count it) when the queue is full; the server calls
+        this before reading and decoding a request, so shedding load costs little."""
+        if self.queue_full():
+            self.stats.request_failed(0, QueueFull.reason)
+            raise QueueFull(f"model '{self.name}': the queue is full")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if not self._accepting:

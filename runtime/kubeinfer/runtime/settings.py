@@ -24,6 +24,15 @@ class RuntimeSettings(BaseSettings):
         0.0, ge=0, description="keep serving this long after SIGTERM with readiness false"
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(
+        32 * 1024, gt=0, description="request line and headers beyond this get 431"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this (else 408)"
+    )
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, description="a request's body must arrive within this after its headers"
+    )
     log_level: str = "info"
 
 

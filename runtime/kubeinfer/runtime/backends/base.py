@@ -23,6 +23,11 @@ class Backend(ABC):
     #: gets the requests concatenated
     execute_requests = None
 
+    #: BYTES inputs reach the model as text (ONNX string tensors): the servable rejects a
+    #: request whose elements are not UTF-8 before it is scheduled, so that request fails
+    #: alone with ``InvalidInput`` instead of failing its batch in the backend
+    utf8_strings = False
+
     @abstractmethod
     def execute(
         self, inputs: Mapping[str, np.ndarray], output_names: Sequence[str]

@@ -75,6 +75,8 @@ def _strings(arr: np.ndarray) -> np.ndarray:
 
 
 class OnnxBackend(Backend):
+    utf8_strings = True
+
     def __init__(
         self,
         path: Path,

@@ -146,6 +146,10 @@ class DynamicBatcher(DrainingScheduler):
     def pending_count(self) -> int:
         return self._policy.pending
 
+    def queue_full(self) -> bool:
+        """Whether any request would be rejected now (cheap: before it is decoded)."""
+        return self._policy.full()
+
     async def infer(self, request: InferRequest) -> Outputs:
         loop = self._loop
         if self._closed or loop is None:

@@ -137,6 +137,10 @@ class BatchPolicy:
         self._deadlines: list[tuple[int, int, Pending]] = []
         self._seq = count()
         self._count = 0
+        #: with every level bounded, the queue is full for any request at this count
+        self._capacity = sum(lvl.max_size for lvl in self._levels) if all(
+            lvl.max_size for lvl in self._levels
+        ) else 0
 
     # -- queue -----------------------------------------------------------------------------
 
@@ -144,6 +148,10 @@ class BatchPolicy:
     def pending(self) -> int:
         """Live queued requests (not dispatched, cancelled or expired)."""
         return self._count
+
+    def full(self) -> bool:
+        """Every level is bounded and full: any request would get ``QueueFull`` now."""
+        return 0 < self._capacity <= self._count
 
     def level_of(self, priority: int) -> int:
         """0-based level index for a request priority (Triton: 0 or out of range = default)."""

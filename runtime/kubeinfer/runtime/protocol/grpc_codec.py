@@ -123,6 +123,8 @@ def _from_raw(name: str, datatype: str, shape: list[int], raw: bytes) -> np.ndar
         if d < 0:
             raise InvalidInput(f"input '{name}': shape {shape} has a negative dimension")
         count *= d
+    if not count:
+        tensors.check_empty_shape(name, shape)
     if len(raw) != count * dtype.itemsize:
         raise InvalidInput(
             f"input '{name}': {len(raw)} bytes of raw contents for shape {shape} of "

@@ -75,7 +75,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
             raise InvalidInput("input without a 'name'")
         if name in inputs:
             raise InvalidInput(f"input '{name}' appears twice")
-        if datatype not in DATATYPES:
+        if type(datatype) is not str or datatype not in DATATYPES:
             raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}")
         if shape is None:
             raise InvalidInput(f"input '{name}': missing 'shape'")

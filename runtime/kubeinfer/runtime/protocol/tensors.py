@@ -7,10 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from kubeinfer.runtime.datatypes import to_numpy
+from kubeinfer.runtime.datatypes import DATATYPES, to_numpy
 from kubeinfer.runtime.errors import InvalidInput
 
 _U32 = struct.Struct("<I")
+
+
+#: numpy's limit: the product of the non-zero dimensions times the item size (8 at most)
+#: must fit in a signed 64-bit size, even for an empty array
+_MAX_SPAN = 2**63 // 8
 
 
 def element_count(name: str, shape: Any) -> int:
@@ -21,7 +26,18 @@ def element_count(name: str, shape: Any) -> int:
     count = 1
     for d in shape:
         count *= d
+    if count == 0:
+        check_empty_shape(name, shape)
     return count
+
+
+def check_empty_shape(name: str, shape: list[int]) -> None:
+    """An empty tensor's other dimensions must still make an array numpy can describe."""
+    span = 1
+    for d in shape:
+        span *= d or 1
+    if span >= _MAX_SPAN:
+        raise InvalidInput(f"input '{name}': shape {shape} is too large")
 
 
 def _flatten(data: list) -> list:
@@ -60,19 +76,35 @@ def from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarr
             else:
                 raise InvalidInput(f"input '{name}': BYTES elements must be strings")
         return out.reshape(shape)
-    dtype = to_numpy(datatype)
+    return _numbers(name, datatype, flat).reshape(shape)
+
+
+def _numbers(name: str, datatype: str, flat: list) -> np.ndarray:
+    """JSON numbers as one typed array: numpy infers the elements' kind in one pass (a
+    ``null``, string or object makes an object or string array), then it is checked
+    against the datatype and cast."""
+    dtype, accepts = _NUMERIC[datatype]
     try:
-        if datatype == "BOOL":
-            if not all(isinstance(v, bool) for v in flat):
-                raise InvalidInput(f"input '{name}': BOOL data must be true/false")
-            arr = np.array(flat, dtype=dtype)
-        else:
-            arr = np.array(flat, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInput(f"input '{name}': data does not match datatype {datatype}: {exc}")
-    if arr.ndim != 1:
-        raise InvalidInput(f"input '{name}': data must be numbers of datatype {datatype}")
-    return arr.reshape(shape)
+        arr = np.array(flat)
+    except (TypeError, ValueError, OverflowError):
+        arr = np.array(flat, dtype=np.object_)
+    if arr.dtype.kind not in accepts and arr.size:
+        want = "true/false" if datatype == "BOOL" else f"numbers of datatype {datatype}"
+        raise InvalidInput(f"input '{name}': data must be {want}")
+    if accepts == "iu" and arr.dtype != dtype and arr.size:
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
+    return arr.astype(dtype, copy=False)
+
+
+#: datatype -> (numpy dtype, the element kinds numpy infers from JSON values that it
+#: takes): integers take integers only, floats integers and floats, BOOL only true/false
+_NUMERIC = {
+    dt: (to_numpy(dt), {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[to_numpy(dt).kind])
+    for dt in DATATYPES
+    if dt != "BYTES"
+}
 
 
 def from_bytes(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:

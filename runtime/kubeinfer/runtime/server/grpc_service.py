@@ -56,6 +56,15 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.servable = servable
         self.server_name = server_name
         self.extensions = extensions
+        self._closing = False
+        self._reading: set[asyncio.Task] = set()  # streams' readers waiting for requests
+        self._check_capacity = getattr(servable, "check_capacity", None) or (lambda: None)
+
+    def close_streams(self) -> None:
+        """Shutdown: open streams stop reading, answer what they read, and end."""
+        self._closing = True
+        for reader in list(self._reading):
+            reader.cancel()
 
     # -- health and metadata ------------------------------------------------------------
     async def ServerLive(self, request, context):
@@ -138,10 +147,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     # -- inference ----------------------------------------------------------------------
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         servable = self.servable
         check_target(servable, request.model_name, request.model_version)
+        self._check_capacity()  # a full queue answers UNAVAILABLE before decoding
         infer_request = decode_request(request)
+        remaining = context.time_remaining()
+        if remaining is not None:  # the client's deadline is the request's timeout
+            deadline_us = max(int(remaining * 1e6), 1)
+            if not infer_request.timeout_us or deadline_us < infer_request.timeout_us:
+                infer_request.timeout_us = deadline_us
         response = await servable.infer(infer_request)
         return encode_response(
             response, infer_request, pb.ModelInferResponse(), servable.labels, servable.batched
@@ -149,7 +164,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context):
         try:
-            return await self._infer(request)
+            return await self._infer(request, context)
         except Exception as exc:
             await _abort(context, exc)
 
@@ -159,7 +174,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def one(request) -> None:
             try:
-                response = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                response = pb.ModelStreamInferResponse(infer_response=await self._infer(request, context))
             except Exception as exc:
                 if not isinstance(exc, InferError):
                     log.exception("streamed request failed")
@@ -173,16 +188,25 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    task = asyncio.create_task(one(request))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                try:
+                    async for request in request_iterator:
+                        task = asyncio.create_task(one(request))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                except asyncio.CancelledError:
+                    if not self._closing:
+                        raise
+                finally:
+                    self._reading.discard(reader)
                 while running:
                     await asyncio.wait(set(running))
             finally:
                 done.put_nowait(None)
 
+        if self._closing:
+            return
         reader = asyncio.create_task(read())
+        self._reading.add(reader)
         try:
             while (response := await done.get()) is not None:
                 yield response
@@ -206,9 +230,17 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     LogSettings = _unsupported
 
 
+class GrpcServer:
+    """A started grpc.aio server and its servicer (whose streams shutdown must end)."""
+
+    def __init__(self, server: grpc.aio.Server, servicer: InferenceServicer) -> None:
+        self.server = server
+        self.servicer = servicer
+
+
 async def start_grpc_server(
     servable: Servable, host: str, port: int, max_message_bytes: int
-) -> grpc.aio.Server:
+) -> GrpcServer:
     """A started grpc.aio server for ``servable``; raises RuntimeError if it cannot bind."""
     server = grpc.aio.server(
         options=[
@@ -217,15 +249,18 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(servable), server)
+    servicer = InferenceServicer(servable)
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if server.add_insecure_port(address) == 0:  # older grpcio reports failure this way
         raise RuntimeError(f"cannot bind {address}")
     await server.start()
-    return server
+    return GrpcServer(server, servicer)
 
 
-async def stop_grpc_server(server: grpc.aio.Server | None) -> None:
-    """Refuse new RPCs, let accepted ones finish (up to the grace period)."""
+async def stop_grpc_server(server: GrpcServer | None) -> None:
+    """Refuse new RPCs, end open streams once they answered what they read, let accepted
+    RPCs finish (up to the grace period)."""
     if server is not None:
-        await server.stop(STOP_GRACE_SECONDS)
+        server.servicer.close_streams()
+        await server.server.stop(STOP_GRACE_SECONDS)

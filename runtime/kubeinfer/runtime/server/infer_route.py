@@ -19,6 +19,7 @@ from kubeinfer.runtime.server.errors import http_status, message
 log = logging.getLogger(__name__)
 
 _JSON = [(b"content-type", b"application/json")]
+_RETRY = [*_JSON, (b"retry-after", b"1")]  # with 503: not ready, queue full
 _HEADER_LEN = b"inference-header-content-length"
 
 
@@ -40,11 +41,36 @@ def check_target(servable: Servable, model: str, version: str | None) -> None:
         raise NotFound(f"Request for unknown model: '{model}' version {version} is not found")
 
 
+def shed_reply(servable: Servable):
+    """For the protocol's load shedding: a finished 503 for an infer request to
+    ``servable`` when its queue is full (counted as rejected), else None."""
+    prefix = f"/v2/models/{servable.name}/".encode()
+    check = getattr(servable, "check_capacity", None) or (lambda: None)
+
+    def reply(url: bytes) -> bytes | None:
+        if not url.startswith(prefix) or not url.partition(b"?")[0].endswith(b"/infer"):
+            return None
+        try:
+            check()
+        except InferError as exc:
+            body = error_body(message(exc))
+            return b"".join([
+                b"HTTP/1.1 503 Service Unavailable\r\n",
+                *(k + b": " + v + b"\r\n" for k, v in _RETRY),
+                b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body,
+            ])
+        return None
+
+    return reply
+
+
 class InferRoute:
     def __init__(self, servable: Servable, fallback, max_body_bytes: int) -> None:
         self.servable = servable
         self.fallback = fallback
         self.max_body_bytes = max_body_bytes
+        #: the servable's cheap "queue full?" check, run before the body is read
+        self.check_capacity = getattr(servable, "check_capacity", None) or (lambda: None)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
@@ -56,6 +82,8 @@ class InferRoute:
 
     async def handle(self, target, scope, receive, send) -> None:
         try:
+            check_target(self.servable, *target)
+            self.check_capacity()
             header_length = None
             for key, value in scope["headers"]:
                 if key == _HEADER_LEN:
@@ -64,7 +92,6 @@ class InferRoute:
                     if _int_header(value, "Content-Length") > self.max_body_bytes:
                         raise _TooLarge()
             body = await self._read_body(receive)
-            check_target(self.servable, *target)
             request = decode_request(body, header_length)
             watcher = asyncio.ensure_future(receive())
             task = asyncio.current_task()
@@ -86,7 +113,8 @@ class InferRoute:
                 return  # the client is gone; the scheduler dropped its request
             raise
         except InferError as exc:
-            await _send(send, http_status(exc), error_body(message(exc)), _JSON)
+            status = http_status(exc)
+            await _send(send, status, error_body(message(exc)), _RETRY if status == 503 else _JSON)
             return
         except Exception as exc:  # never let a request take the server down
             log.exception("inference failed")

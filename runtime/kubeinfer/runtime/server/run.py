@@ -29,6 +29,8 @@ from kubeinfer.runtime.repository import LoadedModel, load_model
 from kubeinfer.runtime.servable import Servable
 from kubeinfer.runtime.server.app import create_app
 from kubeinfer.runtime.server.grpc_service import start_grpc_server, stop_grpc_server
+from kubeinfer.runtime.server.http_limits import ConnectionLimits, Shedding, protocol_class
+from kubeinfer.runtime.server.infer_route import shed_reply
 from kubeinfer.runtime.settings import RuntimeSettings
 from kubeinfer.runtime.stats import ModelStats
 
@@ -95,13 +97,28 @@ def metrics_endpoint(renderer: MetricsRenderer):
     return metrics
 
 
-def uvicorn_server(app, host: str, port: int, log_level: str) -> _Server:
+def connection_limits(settings) -> ConnectionLimits:
+    """The HTTP connection limits of ``settings`` (the defaults for fields it lacks)."""
+    default = ConnectionLimits()
+    return ConnectionLimits(
+        **{f: getattr(settings, f, getattr(default, f)) for f in ConnectionLimits.__slots__}
+    )
+
+
+def uvicorn_server(
+    app,
+    host: str,
+    port: int,
+    log_level: str,
+    limits: ConnectionLimits = ConnectionLimits(),
+    shedding: Shedding | None = None,
+) -> _Server:
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(limits, shedding),
         lifespan="off",
         access_log=False,
         log_level=log_level,
@@ -173,11 +190,14 @@ async def run_servers(servable: Servable, app, metrics, settings: RuntimeSetting
         loop.add_signal_handler(sig, on_signal)
 
     level = settings.log_level.lower()
-    http = uvicorn_server(app, settings.host, settings.http_port, level)
+    limits = connection_limits(settings)
+    full = getattr(servable, "queue_full", None)
+    shedding = Shedding(full, shed_reply(servable)) if full is not None else None
+    http = uvicorn_server(app, settings.host, settings.http_port, level, limits, shedding)
     servers = [http]
     if settings.metrics_port:
         metrics_app = Starlette(routes=[Route("/metrics", metrics)])
-        servers.append(uvicorn_server(metrics_app, settings.host, settings.metrics_port, level))
+        servers.append(uvicorn_server(metrics_app, settings.host, settings.metrics_port, level, limits))
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     while not all(s.started for s in servers):
         if any(t.done() for t in tasks):
