@@ -26,6 +26,7 @@ from kubeinfer.operator.api.v1alpha1 import ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROU
 InferenceModel = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 InferenceEnsemble = create_namespaced_resource(GROUP, VERSION, ENSEMBLE_KIND, ENSEMBLE_PLURAL)
 ServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
+ScaledObject = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
 InferenceModelStatus = InferenceModel.Status
 _STATUS = {KIND: InferenceModel.Status, ENSEMBLE_KIND: InferenceEnsemble.Status}
 
@@ -36,6 +37,7 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
+    ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
     (f"{GROUP}/{VERSION}", KIND): InferenceModel,
     (f"{GROUP}/{VERSION}", ENSEMBLE_KIND): InferenceEnsemble,
 }
