@@ -11,7 +11,8 @@ from kubeinfer.operator.reconcile.status import deployment_conditions
 
 
 class FakeApi:
-    def __init__(self, deployment_status=None, reject=None):
+    def __init__(self, deployment_status=None, reject=None, objects=None):
+        self.objects = objects or {}  # (kind, name) -> what get returns
         self.applied = []
         self.deleted = []
         self.statuses = []
@@ -34,6 +35,9 @@ class FakeApi:
 
     async def patch_status(self, namespace, name, status):
         self.statuses.append(status)
+
+    async def get(self, api_version, kind, namespace, name):
+        return self.objects.get((kind, name))
 
 
 def body(spec=None, generation=1, status=None):

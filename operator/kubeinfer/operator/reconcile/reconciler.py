@@ -18,8 +18,10 @@ from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import InferenceModelSpec
 from kubeinfer.operator.k8s import ApiFailure
+from kubeinfer.operator.reconcile.autoscaler import autoscaler_status
 from kubeinfer.operator.reconcile.status import failed_status, status_for
 from kubeinfer.operator.render import OWNED_KINDS, InvalidSpec, RenderOptions, Target, render_all
+from kubeinfer.operator.render.autoscaling import KEDA_API_VERSION, hpa_name
 
 log = logging.getLogger("kubeinfer.operator")
 FAILED_REASONS = ("InvalidSpec", "ApplyRejected")
@@ -29,6 +31,7 @@ class Api(Protocol):
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 class Failure(Exception):
@@ -103,10 +106,27 @@ class Reconciler:
                 raise await self._fail(body, "ApplyRejected", exc.message) from None
             raise Failure("ApiUnavailable", exc.message, permanent=False) from None
 
-        status = status_for(target, self.options, deployment, meta.get("generation"), body.get("status"), self.clock())
+        scaler, scaler_conditions = await self._autoscaler(target)
+        status = status_for(target, self.options, deployment, meta.get("generation"), body.get("status"), self.clock(),
+                            scaler, scaler_conditions)
         if status_changed(body.get("status") or {}, status):
             await self.api.patch_status(target.namespace, target.name, status)
         return status
+
+    async def _autoscaler(self, t: Target) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Read the HPA (and the ScaledObject) behind ``t`` for its status; a failed read
+        only leaves that part of the status empty."""
+        name = hpa_name(t)
+        if name is None:
+            return autoscaler_status(t, None, None)
+        hpa = scaled = None
+        try:
+            hpa = await self.api.get("autoscaling/v2", "HorizontalPodAutoscaler", t.namespace, name)
+            if t.spec.autoscaling is not None and t.spec.autoscaling.autoscaler == "keda":
+                scaled = await self.api.get(KEDA_API_VERSION, "ScaledObject", t.namespace, t.name)
+        except ApiFailure as exc:
+            log.warning("%s/%s: cannot read the autoscaler: %s", t.namespace, t.name, exc)
+        return autoscaler_status(t, hpa, scaled)
 
 
 async def apply_objects(api: Any, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
