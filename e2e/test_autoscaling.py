@@ -313,8 +313,15 @@ def test_hpa_path_rules_match_real_runtime_series(kube_cluster, pipeline, ns):
     and the real Prometheus (there is no prometheus-adapter here: the HPA controller finds
     no custom metrics API and reports it, which the model's status passes on)."""
     c, prom = kube_cluster, pipeline["prom"]
-    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(model_manifest({
-        "autoscaler": "hpa", "minReplicas": 1, "maxReplicas": 3, "targetPendingRequests": 2})))
+    # first without autoscaling, 2 replicas; then autoscaling on: the replicas are handed
+    # over (server-side apply would otherwise drop the field and the Deployment to 1)
+    manifest = model_manifest({})
+    del manifest["spec"]["autoscaling"]
+    manifest["spec"]["replicas"] = 2
+    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
+    wait_until("2 replicas", lambda: deployment_replicas(c, ns) == 2, 60)
+    c.kubectl("patch", "im", MODEL, "-n", ns, "--type", "merge", "-p", json.dumps({"spec": {"autoscaling": {
+        "autoscaler": "hpa", "minReplicas": 1, "maxReplicas": 3, "targetPendingRequests": 2}}}))
     hpa = wait_until("HPA", lambda: get(c, "hpa", MODEL, "-n", ns), 60)
     (pods_metric,) = [m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     assert get(c, "scaledobject", MODEL, "-n", ns) is None
@@ -326,14 +333,17 @@ def test_hpa_path_rules_match_real_runtime_series(kube_cluster, pipeline, ns):
     stand_ins = PodStandIns(c, ns, MODEL, pipeline["repo"], prom.sd_dir / f"{ns}.json", pipeline["work"],
                             pipeline["env"])
     try:
-        (pod,) = wait_until("a runtime for the pod", lambda: stand_ins.pods() or None, 60)
-        # the adapter's discovery: seriesQuery finds the runtime's gauge with the pod's labels
-        series = wait_until("the rule's series", lambda: [s for s in prom.series(rule["seriesQuery"])
-                                                          if s.get("namespace") == ns], 60)
-        (s,) = series
-        assert s["pod"] == pod and s["__name__"] == rule["name"]["as"]
-        for label, value in pods_metric["pods"]["metric"]["selector"]["matchLabels"].items():
-            assert s[label] == value  # the HPA's selector matches the series' labels
+        pods = wait_until("runtimes for both pods", lambda: (lambda p: p if len(p) == 2 else None)(stand_ins.pods()),
+                          60)
+        # the adapter's discovery: seriesQuery finds the runtimes' gauge with the pods' labels
+        series = wait_until("the rule's series", lambda: (lambda found: found if len(found) == 2 else None)(
+            [s for s in prom.series(rule["seriesQuery"]) if s.get("namespace") == ns]), 60)
+        assert sorted(s["pod"] for s in series) == pods
+        for s in series:
+            assert s["__name__"] == rule["name"]["as"]
+            for label, value in pods_metric["pods"]["metric"]["selector"]["matchLabels"].items():
+                assert s[label] == value  # the HPA's selector matches the series' labels
+        pod = pods[0]
         assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
         # the adapter's query for this HPA: the template filled as prometheus-adapter does
         query = (rule["metricsQuery"].replace("<<.Series>>", rule["seriesQuery"].split("{")[0])
@@ -348,6 +358,10 @@ def test_hpa_path_rules_match_real_runtime_series(kube_cluster, pipeline, ns):
             lambda cond: cond if cond.get("status") == "True" else None)(
             condition(get(c, "im", MODEL, "-n", ns), "AutoscalerMetricMissing")), 90)
         assert missing["reason"] == "FailedGetPodsMetric", missing
-        assert deployment_replicas(c, ns) == 1
+        assert deployment_replicas(c, ns) == 2  # handed over, and held
+        dep = get(c, "deployment", MODEL, "-n", ns, "--show-managed-fields")
+        owners = {m["manager"] for m in dep["metadata"]["managedFields"]
+                  if "f:replicas" in json.dumps(m.get("fieldsV1", {}).get("f:spec", {}))}
+        assert owners == {"kubeinfer-replicas-handover"}, owners
     finally:
         stand_ins.stop()

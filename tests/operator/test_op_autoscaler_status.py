@@ -8,7 +8,12 @@ from tests.operator.operator_helpers import make_target
 from tests.operator.test_op_reconcile import AVAILABLE, FakeApi, body
 
 from kubeinfer.operator.reconcile import Reconciler
-from kubeinfer.operator.reconcile.autoscaler import METRIC_MISSING, autoscaler_status
+from kubeinfer.operator.reconcile.autoscaler import (
+    HANDOVER_MANAGER,
+    METRIC_MISSING,
+    autoscaler_status,
+    replicas_handover,
+)
 from kubeinfer.operator.render import RenderOptions
 
 KEDA_HPA = {
@@ -83,3 +88,34 @@ def test_removing_autoscaling_clears_its_status():
     assert status["autoscaler"] is None
     assert METRIC_MISSING not in {c["type"] for c in status["conditions"]}
     assert "ScaledObject" in api.deleted
+
+
+def live_deployment(manager="kubeinfer-operator", replicas=5):
+    return {"metadata": {"managedFields": [
+        {"manager": manager, "operation": "Apply",
+         "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {}},
+    ]}, "spec": {"replicas": replicas}}
+
+
+def test_turning_autoscaling_on_hands_the_replicas_over():
+    """Without the hand-over, server-side apply would drop replicas (5 -> 1) when the
+    operator stops applying them."""
+    t = keda_target()
+    handover = replicas_handover(t, live_deployment(), "kubeinfer-operator")
+    assert handover == {"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "m", "namespace": "ns"}, "spec": {"replicas": 5}}
+    # nothing to hand over: someone else owns the field, no autoscaling, no Deployment yet
+    assert replicas_handover(t, live_deployment(manager=HANDOVER_MANAGER), "kubeinfer-operator") is None
+    assert replicas_handover(make_target("m"), live_deployment(), "kubeinfer-operator") is None
+    assert replicas_handover(t, None, "kubeinfer-operator") is None
+
+
+def test_reconcile_hands_over_once_then_applies_without_replicas():
+    spec = {"model": {"uri": "https://h/d.tar.gz"}, "replicas": 5, "autoscaling": {"maxReplicas": 8}}
+    api = FakeApi(AVAILABLE, objects={("Deployment", "digits"): live_deployment()})
+    asyncio.run(Reconciler(api, RenderOptions(), clock=lambda: "t0").reconcile(body(spec)))
+    ((manager, manifest),) = api.handovers
+    assert manager == HANDOVER_MANAGER and manifest["spec"] == {"replicas": 5}
+    (deployment,) = [m for m in api.applied if m["kind"] == "Deployment"]
+    assert "replicas" not in deployment["spec"]

@@ -11,15 +11,21 @@ from kubeinfer.operator.reconcile.status import deployment_conditions
 
 
 class FakeApi:
+    field_manager = "kubeinfer-operator"
+
     def __init__(self, deployment_status=None, reject=None, objects=None):
         self.objects = objects or {}  # (kind, name) -> what get returns
         self.applied = []
+        self.handovers = []
         self.deleted = []
         self.statuses = []
         self.deployment_status = deployment_status or {}
         self.reject = reject
 
-    async def apply(self, manifest):
+    async def apply(self, manifest, field_manager=None):
+        if field_manager is not None:
+            self.handovers.append((field_manager, manifest))
+            return manifest
         if self.reject and manifest["kind"] == self.reject.get("kind"):
             raise ApiFailure(self.reject["status"], "Deployment.apps is invalid: bad quantity")
         self.applied.append(manifest)

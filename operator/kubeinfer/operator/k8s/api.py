@@ -79,11 +79,16 @@ class KubeApi:
         config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
         return cls(AsyncClient(config=config, timeout=httpx2.Timeout(timeout)), field_manager)
 
+    @property
+    def field_manager(self) -> str:
+        return self._field_manager
+
     async def close(self) -> None:
         await self._client.close()
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply as the operator's field manager, taking over conflicting fields."""
+    async def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager (or ``field_manager``), taking
+        over conflicting fields."""
         res = _KINDS[(manifest["apiVersion"], manifest["kind"])]
         meta = manifest["metadata"]
         what = f"apply {manifest['kind']} {meta['namespace']}/{meta['name']}"
@@ -94,7 +99,7 @@ class KubeApi:
                 manifest,
                 namespace=meta["namespace"],
                 patch_type=PatchType.APPLY,
-                field_manager=self._field_manager,
+                field_manager=field_manager or self._field_manager,
                 force=True,
             )
         except (ApiError, httpx2.HTTPError, asyncio.TimeoutError) as exc:

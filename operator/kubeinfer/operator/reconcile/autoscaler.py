@@ -20,6 +20,28 @@ from kubeinfer.operator.render import Target
 from kubeinfer.operator.render.autoscaling import PENDING_METRIC, hpa_name, pending_query
 
 METRIC_MISSING = "AutoscalerMetricMissing"
+HANDOVER_MANAGER = "kubeinfer-replicas-handover"
+
+
+def replicas_handover(t: Target, deployment: dict[str, Any] | None, manager: str) -> dict[str, Any] | None:
+    """The apply that hands the Deployment's ``replicas`` over before the operator stops
+    applying them, or None when there is nothing to hand over.
+
+    Server-side apply removes a field its last manager stops applying: a Deployment that
+    ran 5 replicas would fall back to 1 the moment autoscaling is turned on, until the HPA's
+    next sync. Applying the current value as another field manager first (Kubernetes'
+    documented hand-over to an HPA) keeps the field, and the value, for the autoscaler."""
+    if t.spec.autoscaling is None or deployment is None:
+        return None
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    for entry in (deployment.get("metadata") or {}).get("managedFields") or []:
+        owned = ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+        if entry.get("manager") == manager and entry.get("operation") == "Apply" and "f:replicas" in owned:
+            if replicas is None:
+                return None
+            return {"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": t.name, "namespace": t.namespace}, "spec": {"replicas": replicas}}
+    return None
 
 
 def _conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import InferenceModelSpec
 from kubeinfer.operator.k8s import ApiFailure
-from kubeinfer.operator.reconcile.autoscaler import autoscaler_status
+from kubeinfer.operator.reconcile.autoscaler import HANDOVER_MANAGER, autoscaler_status, replicas_handover
 from kubeinfer.operator.reconcile.status import failed_status, status_for
 from kubeinfer.operator.render import OWNED_KINDS, InvalidSpec, RenderOptions, Target, render_all
 from kubeinfer.operator.render.autoscaling import KEDA_API_VERSION, hpa_name
@@ -28,7 +28,9 @@ FAILED_REASONS = ("InvalidSpec", "ApplyRejected")
 
 
 class Api(Protocol):
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+    field_manager: str
+
+    async def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]: ...
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
@@ -95,6 +97,7 @@ class Reconciler:
             raise await self._fail(body, "InvalidSpec", str(exc)) from None
 
         try:
+            await self._hand_over_replicas(target)
             deployment = await apply_objects(self.api, objects)
             rendered = {(o["apiVersion"], o["kind"]) for o in objects}
             for api_version, kind in OWNED_KINDS:
@@ -112,6 +115,18 @@ class Reconciler:
         if status_changed(body.get("status") or {}, status):
             await self.api.patch_status(target.namespace, target.name, status)
         return status
+
+    async def _hand_over_replicas(self, t: Target) -> None:
+        """Autoscaling was just turned on: keep the Deployment's replicas (see
+        :func:`.autoscaler.replicas_handover`). One extra read per pass while autoscaling."""
+        if t.spec.autoscaling is None:
+            return
+        live = await self.api.get("apps/v1", "Deployment", t.namespace, t.name)
+        handover = replicas_handover(t, live, self.api.field_manager)
+        if handover is not None:
+            await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
+            log.info("%s/%s: handed replicas=%s over to the autoscaler", t.namespace, t.name,
+                     handover["spec"]["replicas"])
 
     async def _autoscaler(self, t: Target) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """Read the HPA (and the ScaledObject) behind ``t`` for its status; a failed read
