@@ -208,34 +208,38 @@ def pending_sum(prom: Prometheus, ns: str) -> float | None:
 def test_keda_scales_on_pending_requests(kube_cluster, pipeline, ns):
     c, prom = kube_cluster, pipeline["prom"]
     gate = pipeline["repo"] / MODEL / "hold"
-    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(model_manifest({
-        "autoscaler": "keda", "prometheusAddress": prom.url,
-        "minReplicas": 1, "maxReplicas": 4, "targetPendingRequests": 2, "pollingIntervalSeconds": 2,
-        "fallback": {"failureThreshold": 2, "replicas": 3, "behavior": "static"},
-        "behavior": {
-            "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 4, "periodSeconds": 1}]},
-            "scaleDown": {"stabilizationWindowSeconds": 10,
-                          "policies": [{"type": "Percent", "value": 100, "periodSeconds": 1}]},
-        },
-    })))
-    so = wait_until("ScaledObject Ready", lambda: (lambda o: o if condition(o, "Ready").get("status") == "True"
-                                                     else None)(get(c, "scaledobject", MODEL, "-n", ns)), 90)
-    assert so["metadata"]["ownerReferences"][0]["kind"] == "InferenceModel"
-    hpa = wait_until("keda-hpa-held", lambda: get(c, "hpa", f"keda-hpa-{MODEL}", "-n", ns), 60)
-    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 10
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    # the model first runs unscaled, so that its runtime is scraped before KEDA first reads
+    # the metric (a read finding no series counts towards the fallback)
+    manifest = model_manifest({})
+    del manifest["spec"]["autoscaling"]
+    c.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
     wait_until("1 replica", lambda: deployment_replicas(c, ns) == 1, 60)
-
     pods = PodStandIns(c, ns, MODEL, pipeline["repo"], prom.sd_dir / f"{ns}.json", pipeline["work"], pipeline["env"])
     load = None
     try:
         (first,) = wait_until("a runtime for the pod", lambda: pods.pods() or None, 60)
-        port = pods.http_port(first)
-        # the gRPC port is the one after --grpc-port in the process's command
         proc = pods.running[first][0]
         grpc_port = int(proc.cmd[proc.cmd.index("--grpc-port") + 1])
         wait_until("the runtime scraped with pending 0", lambda: pending_sum(prom, ns) == 0.0, 90)
-        assert port
+
+        c.kubectl("patch", "im", MODEL, "-n", ns, "--type", "merge", "-p", json.dumps({"spec": {"autoscaling": {
+            "autoscaler": "keda", "prometheusAddress": prom.url,
+            "minReplicas": 1, "maxReplicas": 4, "targetPendingRequests": 2, "pollingIntervalSeconds": 2,
+            "fallback": {"failureThreshold": 2, "replicas": 3, "behavior": "static"},
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0,
+                            "policies": [{"type": "Pods", "value": 4, "periodSeconds": 1}]},
+                "scaleDown": {"stabilizationWindowSeconds": 10,
+                              "policies": [{"type": "Percent", "value": 100, "periodSeconds": 1}]},
+            },
+        }}}))
+        so = wait_until("ScaledObject Ready", lambda: (lambda o: o if condition(o, "Ready").get("status") == "True"
+                                                         else None)(get(c, "scaledobject", MODEL, "-n", ns)), 90)
+        assert so["metadata"]["ownerReferences"][0]["kind"] == "InferenceModel"
+        hpa = wait_until("keda-hpa-held", lambda: get(c, "hpa", f"keda-hpa-{MODEL}", "-n", ns), 60)
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 10
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+        assert deployment_replicas(c, ns) == 1
 
         # -- load: 10 held requests, 2 execute, 8 pending -> ceil(8 / 2) = 4 replicas
         gate.write_text("")
