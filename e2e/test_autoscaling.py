@@ -107,13 +107,8 @@ def pipeline(kube_cluster, metrics_bins, tmp_path_factory) -> Iterator[dict]:
     try:
         prom = Prometheus(metrics_bins / "prometheus", work / "prometheus")
         started.append(prom)
-        keda = Keda(c, metrics_bins, metrics_bins.parent / "crds", work / "keda")
-        started.append(keda)
-        t0 = time.monotonic()
-        keda.wait_available()
-        log(f"APIService v1beta1.external.metrics.k8s.io Available after {time.monotonic() - t0:.1f}s")
-        c.kubectl("get", "--raw", "/apis/external.metrics.k8s.io/v1beta1")
-
+        # KEDA's CRDs first: the operator's RBAC and sweeps refer to ScaledObjects
+        c.kubectl("apply", "--server-side", "-f", str(metrics_bins.parent / "crds"))
         c.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
         c.kubectl("wait", "--for=condition=Established", "crd/inferencemodels.kubeinfer.dev", "--timeout=60s")
         c.kubectl("create", "namespace", SYSTEM_NS, check=False)
@@ -141,14 +136,28 @@ def pipeline(kube_cluster, metrics_bins, tmp_path_factory) -> Iterator[dict]:
         (repo / MODEL / "1" / "model.py").write_text(HELD_MODEL)
         runtime_env = dict(os.environ)
         runtime_env["PYTHONPATH"] = f"{REPO}/runtime:{REPO}/operator"
-        yield {"prom": prom, "keda": keda, "operator": operator, "work": work, "repo": repo, "env": runtime_env}
+        yield {"prom": prom, "operator": operator, "work": work, "repo": repo, "env": runtime_env}
     finally:
         for thing in reversed(started):
             thing.stop()
-        for p in ("operator.log", "keda/keda-operator.log", "keda/keda-adapter.log"):
+        for p in ("operator.log", "keda/keda-operator.log", "keda/keda-adapter.log", "prometheus/prometheus.log"):
             path = work / p
             if path.exists():
                 print(f"---- {p} (tail)\n" + path.read_text(errors="replace")[-2500:], file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def keda(kube_cluster, metrics_bins, pipeline) -> Iterator[Keda]:
+    """KEDA's operator and metrics API server, and the external metrics APIService."""
+    k = Keda(kube_cluster, metrics_bins, metrics_bins.parent / "crds", pipeline["work"] / "keda")
+    try:
+        t0 = time.monotonic()
+        k.wait_available()
+        log(f"APIService v1beta1.external.metrics.k8s.io Available after {time.monotonic() - t0:.1f}s")
+        kube_cluster.kubectl("get", "--raw", "/apis/external.metrics.k8s.io/v1beta1")
+        yield k
+    finally:
+        k.stop()
 
 
 @pytest.fixture
@@ -205,7 +214,7 @@ def pending_sum(prom: Prometheus, ns: str) -> float | None:
     return float(result[0]["value"][1]) if result else None
 
 
-def test_keda_scales_on_pending_requests(kube_cluster, pipeline, ns):
+def test_keda_scales_on_pending_requests(kube_cluster, pipeline, keda, ns):
     c, prom = kube_cluster, pipeline["prom"]
     gate = pipeline["repo"] / MODEL / "hold"
     # the model first runs unscaled, so that its runtime is scraped before KEDA first reads

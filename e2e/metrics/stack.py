@@ -168,6 +168,7 @@ class Keda:
         kc = cluster.kubectl
         kc("apply", "--server-side", "-f", str(crd_dir))
         kc("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s")
+        work.mkdir(parents=True, exist_ok=True)
         kc("create", "namespace", KEDA_NS, check=False)
         certs = work / "certs"
         ca = write_certs(certs, [f"{ADAPTER_SERVICE}.{KEDA_NS}.svc", "localhost",
