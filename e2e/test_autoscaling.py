@@ -36,7 +36,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import yaml
 
-from e2e.metrics.stack import Keda, PodStandIns, Proc, Prometheus, wait_until
+from e2e.metrics.stack import Keda, PodStandIns, Proc, Prometheus, wait_established, wait_until
 from e2e.test_operator import SYSTEM_NS, _helm, _sa_kubeconfig, condition, get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -110,7 +110,7 @@ def pipeline(kube_cluster, metrics_bins, tmp_path_factory) -> Iterator[dict]:
         # KEDA's CRDs first: the operator's RBAC and sweeps refer to ScaledObjects
         c.kubectl("apply", "--server-side", "-f", str(metrics_bins.parent / "crds"))
         c.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        c.kubectl("wait", "--for=condition=Established", "crd/inferencemodels.kubeinfer.dev", "--timeout=60s")
+        wait_established(c, "inferencemodels.kubeinfer.dev")
         c.kubectl("create", "namespace", SYSTEM_NS, check=False)
         rendered = subprocess.run(
             [_helm(), "template", "kubeinfer", str(REPO / "charts/kubeinfer"), "-n", SYSTEM_NS,

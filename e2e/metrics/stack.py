@@ -59,6 +59,12 @@ def wait_until(what: str, probe: Callable[[], Any], timeout: float, interval: fl
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def wait_established(cluster: Any, crd: str, timeout: float = 60) -> None:
+    """``kubectl wait`` fails while a just-applied CRD has no status yet: retry it."""
+    wait_until(f"CRD {crd} Established", lambda: cluster.kubectl(
+        "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=10s", check=False).returncode == 0, timeout)
+
+
 # --- certificates -------------------------------------------------------------------------
 
 def write_certs(out: Path, dns_names: list[str]) -> bytes:
@@ -167,7 +173,7 @@ class Keda:
         self.cluster = cluster
         kc = cluster.kubectl
         kc("apply", "--server-side", "-f", str(crd_dir))
-        kc("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s")
+        wait_established(cluster, "scaledobjects.keda.sh")
         work.mkdir(parents=True, exist_ok=True)
         kc("create", "namespace", KEDA_NS, check=False)
         certs = work / "certs"
