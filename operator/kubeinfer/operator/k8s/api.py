@@ -60,6 +60,10 @@ class ApiFailure(Exception):
 def _failure(exc: Exception, what: str) -> ApiFailure:
     if isinstance(exc, ApiError):
         return ApiFailure(exc.status.code or 0, f"{what}: {exc.status.message}")
+    if isinstance(exc, httpx2.HTTPStatusError):
+        # not a Status body: e.g. "404 page not found" for a kind the server does not serve
+        # (KEDA or the Prometheus Operator not installed)
+        return ApiFailure(exc.response.status_code, f"{what}: {exc}")
     return ApiFailure(0, f"{what}: {exc}")
 
 
@@ -114,7 +118,10 @@ class KubeApi:
                 return None
             raise _failure(exc, f"get {kind} {namespace}/{name}") from None
         except (httpx2.HTTPError, asyncio.TimeoutError) as exc:
-            raise _failure(exc, f"get {kind} {namespace}/{name}") from None
+            failure = _failure(exc, f"get {kind} {namespace}/{name}")
+            if failure.status == 404:
+                return None  # the kind is not served here: no such object either
+            raise failure from None
 
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete an object only when ``owner_uid`` controls it; absent kinds/objects are fine."""
