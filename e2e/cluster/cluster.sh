@@ -107,13 +107,19 @@ up() {
   fi
   mkdir -p "$KWOK_WORKDIR"
 
-  # Options kwokctl has no flag for: bind every component to loopback only.
+  # Options kwokctl has no flag for: bind every component to loopback only; a fast HPA loop.
   local config="$KWOK_WORKDIR/$name.kwokctl.yaml"
   cat > "$config" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
   bindAddress: 127.0.0.1
+componentsPatches:
+  # the HPA controller's sync loop (default 15s): every 2s keeps autoscaling tests short
+  - name: kube-controller-manager
+    extraArgs:
+      - key: horizontal-pod-autoscaler-sync-period
+        value: 2s
 EOF
 
   log "creating cluster $name (kube $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION; kubectl $kubectl_bin)"

@@ -11,14 +11,21 @@ from kubeinfer.operator.reconcile.status import deployment_conditions
 
 
 class FakeApi:
-    def __init__(self, deployment_status=None, reject=None):
+    field_manager = "kubeinfer-operator"
+
+    def __init__(self, deployment_status=None, reject=None, objects=None):
+        self.objects = objects or {}  # (kind, name) -> what get returns
         self.applied = []
+        self.handovers = []
         self.deleted = []
         self.statuses = []
         self.deployment_status = deployment_status or {}
         self.reject = reject
 
-    async def apply(self, manifest):
+    async def apply(self, manifest, field_manager=None):
+        if field_manager is not None:
+            self.handovers.append((field_manager, manifest))
+            return manifest
         if self.reject and manifest["kind"] == self.reject.get("kind"):
             raise ApiFailure(self.reject["status"], "Deployment.apps is invalid: bad quantity")
         self.applied.append(manifest)
@@ -34,6 +41,9 @@ class FakeApi:
 
     async def patch_status(self, namespace, name, status):
         self.statuses.append(status)
+
+    async def get(self, api_version, kind, namespace, name):
+        return self.objects.get((kind, name))
 
 
 def body(spec=None, generation=1, status=None):

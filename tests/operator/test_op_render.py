@@ -21,8 +21,8 @@ def test_examples_render_schema_valid(doc, options):
     objects = render_all(target_of(doc), options)
     assert {"Deployment", "Service", "PodDisruptionBudget"} <= set(by_kind(objects))
     for obj in objects:
-        if obj["kind"] == "ServiceMonitor":
-            continue  # not a core kind; checked in test_service_monitor
+        if obj["kind"] in ("ServiceMonitor", "ScaledObject"):
+            continue  # not core kinds; checked in test_service_monitor, test_op_autoscaling
         assert_k8s_valid(obj)
 
 
@@ -163,21 +163,6 @@ def test_service_ports(options):
     assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8000), ("grpc", 8001), ("metrics", 8002)]
     assert svc["spec"]["selector"] == {"kubeinfer.dev/inferencemodel": "digits"}
     assert url(make_target("digits"), options) == "http://digits.ns.svc.cluster.local:8000"
-
-
-def test_hpa_on_pending_requests_and_cpu(options):
-    t = make_target("mlp", replicas=5, autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetPendingRequests": 4,
-                                                    "targetCpuUtilization": 70})
-    objs = by_kind(render_all(t, options))
-    hpa = objs["HorizontalPodAutoscaler"]
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mlp"}
-    pods, cpu = hpa["spec"]["metrics"]
-    assert pods["pods"]["metric"]["name"] == "nv_inference_pending_request_count"
-    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": "4"}
-    assert cpu["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
-    assert "replicas" not in objs["Deployment"]["spec"]  # the HPA owns it
-    assert "HorizontalPodAutoscaler" not in by_kind(render_all(make_target(), options))
 
 
 def test_pdb(options):

@@ -60,6 +60,12 @@ or deleted; ConfigMaps and HPAs come and go, so they are also read and deleted. 
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "create", "patch", "delete"]
+{{- if .Values.autoscaling.keda }}
+# spec.autoscaling.autoscaler: keda (the default); status reads the ScaledObject
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

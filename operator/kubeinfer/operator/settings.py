@@ -32,10 +32,14 @@ class OperatorSettings(BaseSettings):
     """Seconds the API server keeps a watch open (kopf's watches can otherwise go silent)."""
     watch_client_timeout: int = Field(default=330, gt=0)
     field_manager: str = "kubeinfer-operator"
+    prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
+    """Prometheus base URL of KEDA ScaledObjects whose model sets no
+    autoscaling.prometheusAddress (the default is the Prometheus Operator's service name)."""
 
     def render_options(self) -> RenderOptions:
         return RenderOptions(
             runtime_image=self.runtime_image,
             image_pull_policy=self.image_pull_policy,
             cluster_domain=self.cluster_domain,
+            prometheus_address=self.prometheus_address,
         )

@@ -153,6 +153,9 @@ def inference_model_crd() -> dict[str, Any]:
             {"name": "Ready", "type": "string", "jsonPath": ready + ".status"},
             {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
             {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
+            # with spec.autoscaling: what the autoscaler wants and the metric it acts on
+            {"name": "Desired", "type": "integer", "jsonPath": ".status.autoscaler.desiredReplicas"},
+            {"name": "Pending", "type": "string", "jsonPath": ".status.autoscaler.currentPendingRequests"},
             {"name": "URL", "type": "string", "jsonPath": ".status.url"},
             {"name": "Reason", "type": "string", "jsonPath": ready + ".reason", "priority": 1},
             {"name": "Model", "type": "string", "jsonPath": ".spec.model.uri", "priority": 1},

@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from kubeinfer.operator.api.autoscaling import Autoscaling
+from kubeinfer.operator.api.base import ApiModel
 
 GROUP = "kubeinfer.dev"
 VERSION = "v1alpha1"
@@ -46,10 +48,7 @@ def _free_object(description: str) -> Any:
     )
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_attribute_docstrings=True
-    )
+_Model = ApiModel
 
 
 class ModelSource(_Model):
@@ -146,17 +145,6 @@ class RuntimeSpec(_Model):
     """How long a pod may take to load and warm up the model before it is restarted."""
 
 
-class Autoscaling(_Model):
-    """Horizontal autoscaling on the runtime's pending-request gauge (and optionally CPU)."""
-
-    min_replicas: int = Field(default=1, ge=1)
-    max_replicas: int = Field(ge=1)
-    target_pending_requests: int = Field(default=8, ge=1)
-    """Average nv_inference_pending_request_count per pod the HPA aims for."""
-    target_cpu_utilization: int | None = Field(default=None, ge=1, le=100)
-    """Also scale on average CPU utilization (percent of requests) when set."""
-
-
 class Rollout(_Model):
     """How updates roll out and how much disruption is allowed."""
 
@@ -179,8 +167,10 @@ class InferenceModelSpec(_Model):
     model: ModelSource
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     replicas: int = Field(default=1, ge=0)
-    """Number of runtime pods when autoscaling is not set (the scale subresource's target)."""
+    """Number of runtime pods when autoscaling is not set (the scale subresource's target).
+    Ignored, and immutable, while autoscaling is set: the autoscaler owns the replicas."""
     autoscaling: Autoscaling | None = None
+    """Scale on pending requests (KEDA or an HPA); unset: run spec.replicas pods."""
     rollout: Rollout = Field(default_factory=Rollout)
     monitoring: Monitoring = Field(default_factory=Monitoring)
 
@@ -203,6 +193,21 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
+class AutoscalerStatus(_Model):
+    """The autoscaler as the operator last saw it (refreshed on every reconcile)."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["keda", "hpa"]
+    hpa_name: str
+    """The HPA that scales the Deployment (keda-hpa-<name> for KEDA, <name> for hpa)."""
+    current_replicas: int | None = None
+    desired_replicas: int | None = None
+    current_pending_requests: str | None = None
+    """The pending-request metric as the HPA last read it: average per replica (a quantity,
+    e.g. 2500m = 2.5); unset while the HPA cannot read it."""
+    last_scale_time: str | None = None
+
+
 class InferenceModelStatus(_Model):
     """Observed state, written by the operator."""
 
@@ -216,6 +221,9 @@ class InferenceModelStatus(_Model):
     url: str | None = None
     """In-cluster HTTP endpoint of the model (KServe v2 protocol)."""
     model_name: str | None = None
+    autoscaler: AutoscalerStatus | None = None
+    """What the autoscaler (the HPA, or the HPA KEDA created) reports; set while
+    spec.autoscaling is."""
     conditions: list[Condition] = Field(default_factory=list)
 
 
@@ -226,6 +234,13 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             "rule": "!has(self.autoscaling) || self.autoscaling.minReplicas <= self.autoscaling.maxReplicas",
             "message": "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
             "fieldPath": ".autoscaling.minReplicas",
+        },
+        {
+            # a transition rule (oldSelf): checked on updates, including the scale subresource
+            "rule": "!has(self.autoscaling) || !has(oldSelf.autoscaling) || self.replicas == oldSelf.replicas",
+            "message": "spec.replicas cannot change while spec.autoscaling is set: the autoscaler owns the "
+            "replicas (change autoscaling.minReplicas/maxReplicas, or remove spec.autoscaling first)",
+            "fieldPath": ".replicas",
         },
     ],
     "spec.model": [

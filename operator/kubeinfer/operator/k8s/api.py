@@ -26,6 +26,7 @@ from kubeinfer.operator.api.v1alpha1 import ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROU
 InferenceModel = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 InferenceEnsemble = create_namespaced_resource(GROUP, VERSION, ENSEMBLE_KIND, ENSEMBLE_PLURAL)
 ServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor", "servicemonitors")
+ScaledObject = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
 InferenceModelStatus = InferenceModel.Status
 _STATUS = {KIND: InferenceModel.Status, ENSEMBLE_KIND: InferenceEnsemble.Status}
 
@@ -36,6 +37,7 @@ _KINDS: dict[tuple[str, str], Any] = {
     ("policy/v1", "PodDisruptionBudget"): PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ServiceMonitor,
+    ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
     (f"{GROUP}/{VERSION}", KIND): InferenceModel,
     (f"{GROUP}/{VERSION}", ENSEMBLE_KIND): InferenceEnsemble,
 }
@@ -58,6 +60,10 @@ class ApiFailure(Exception):
 def _failure(exc: Exception, what: str) -> ApiFailure:
     if isinstance(exc, ApiError):
         return ApiFailure(exc.status.code or 0, f"{what}: {exc.status.message}")
+    if isinstance(exc, httpx2.HTTPStatusError):
+        # not a Status body: e.g. "404 page not found" for a kind the server does not serve
+        # (KEDA or the Prometheus Operator not installed)
+        return ApiFailure(exc.response.status_code, f"{what}: {exc}")
     return ApiFailure(0, f"{what}: {exc}")
 
 
@@ -77,11 +83,16 @@ class KubeApi:
         config = KubeConfig.from_file(kubeconfig) if kubeconfig else None
         return cls(AsyncClient(config=config, timeout=httpx2.Timeout(timeout)), field_manager)
 
+    @property
+    def field_manager(self) -> str:
+        return self._field_manager
+
     async def close(self) -> None:
         await self._client.close()
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply as the operator's field manager, taking over conflicting fields."""
+    async def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager (or ``field_manager``), taking
+        over conflicting fields."""
         res = _KINDS[(manifest["apiVersion"], manifest["kind"])]
         meta = manifest["metadata"]
         what = f"apply {manifest['kind']} {meta['namespace']}/{meta['name']}"
@@ -92,7 +103,7 @@ class KubeApi:
                 manifest,
                 namespace=meta["namespace"],
                 patch_type=PatchType.APPLY,
-                field_manager=self._field_manager,
+                field_manager=field_manager or self._field_manager,
                 force=True,
             )
         except (ApiError, httpx2.HTTPError, asyncio.TimeoutError) as exc:
@@ -107,7 +118,10 @@ class KubeApi:
                 return None
             raise _failure(exc, f"get {kind} {namespace}/{name}") from None
         except (httpx2.HTTPError, asyncio.TimeoutError) as exc:
-            raise _failure(exc, f"get {kind} {namespace}/{name}") from None
+            failure = _failure(exc, f"get {kind} {namespace}/{name}")
+            if failure.status == 404:
+                return None  # the kind is not served here: no such object either
+            raise failure from None
 
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
         """Delete an object only when ``owner_uid`` controls it; absent kinds/objects are fine."""

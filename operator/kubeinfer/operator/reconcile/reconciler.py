@@ -18,18 +18,23 @@ from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import InferenceModelSpec
 from kubeinfer.operator.k8s import ApiFailure
+from kubeinfer.operator.reconcile.autoscaler import HANDOVER_MANAGER, autoscaler_status, replicas_handover
 from kubeinfer.operator.reconcile.status import failed_status, status_for
 from kubeinfer.operator.render import OWNED_KINDS, InvalidSpec, RenderOptions, Target, render_all
 from kubeinfer.operator.render.common import config_map_name
+from kubeinfer.operator.render.autoscaling import KEDA_API_VERSION, hpa_name
 
 log = logging.getLogger("kubeinfer.operator")
 FAILED_REASONS = ("InvalidSpec", "ApplyRejected")
 
 
 class Api(Protocol):
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+    field_manager: str
+
+    async def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]: ...
     async def delete_owned(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> bool: ...
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 class Failure(Exception):
@@ -93,6 +98,7 @@ class Reconciler:
             raise await self._fail(body, "InvalidSpec", str(exc)) from None
 
         try:
+            await self._hand_over_replicas(target)
             deployment = await apply_objects(self.api, objects)
             rendered = {(o["apiVersion"], o["kind"]) for o in objects}
             for api_version, kind in OWNED_KINDS:
@@ -105,10 +111,39 @@ class Reconciler:
                 raise await self._fail(body, "ApplyRejected", exc.message) from None
             raise Failure("ApiUnavailable", exc.message, permanent=False) from None
 
-        status = status_for(target, self.options, deployment, meta.get("generation"), body.get("status"), self.clock())
+        scaler, scaler_conditions = await self._autoscaler(target)
+        status = status_for(target, self.options, deployment, meta.get("generation"), body.get("status"), self.clock(),
+                            scaler, scaler_conditions)
         if status_changed(body.get("status") or {}, status):
             await self.api.patch_status(target.namespace, target.name, status)
         return status
+
+    async def _hand_over_replicas(self, t: Target) -> None:
+        """Autoscaling was just turned on: keep the Deployment's replicas (see
+        :func:`.autoscaler.replicas_handover`). One extra read per pass while autoscaling."""
+        if t.spec.autoscaling is None:
+            return
+        live = await self.api.get("apps/v1", "Deployment", t.namespace, t.name)
+        handover = replicas_handover(t, live, self.api.field_manager)
+        if handover is not None:
+            await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
+            log.info("%s/%s: handed replicas=%s over to the autoscaler", t.namespace, t.name,
+                     handover["spec"]["replicas"])
+
+    async def _autoscaler(self, t: Target) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """Read the HPA (and the ScaledObject) behind ``t`` for its status; a failed read
+        only leaves that part of the status empty."""
+        name = hpa_name(t)
+        if name is None:
+            return autoscaler_status(t, None, None)
+        hpa = scaled = None
+        try:
+            hpa = await self.api.get("autoscaling/v2", "HorizontalPodAutoscaler", t.namespace, name)
+            if t.spec.autoscaling is not None and t.spec.autoscaling.autoscaler == "keda":
+                scaled = await self.api.get(KEDA_API_VERSION, "ScaledObject", t.namespace, t.name)
+        except ApiFailure as exc:
+            log.warning("%s/%s: cannot read the autoscaler: %s", t.namespace, t.name, exc)
+        return autoscaler_status(t, hpa, scaled)
 
 
 async def apply_objects(api: Any, objects: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -80,7 +80,11 @@ def status_for(
     generation: int | None,
     old: dict[str, Any] | None,
     now: str,
+    autoscaler: dict[str, Any] | None = None,
+    autoscaler_conditions: Conditions = (),
 ) -> dict[str, Any]:
+    """``autoscaler``/``autoscaler_conditions``: from :func:`.autoscaler.autoscaler_status`
+    (``status.autoscaler`` is cleared, None, without autoscaling)."""
     st = (deployment or {}).get("status") or {}
     return {
         "observedGeneration": generation,
@@ -90,8 +94,10 @@ def status_for(
         "selector": selector_string(t),
         "url": url(t, options),
         "modelName": t.model_name,
+        "autoscaler": autoscaler,
         "conditions": merge_conditions(
-            deployment_conditions(deployment), (old or {}).get("conditions") or [], generation, now
+            deployment_conditions(deployment) + list(autoscaler_conditions),
+            (old or {}).get("conditions") or [], generation, now,
         ),
     }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeinfer.operator.render.autoscaling import horizontal_pod_autoscaler
+from kubeinfer.operator.render.autoscaling import horizontal_pod_autoscaler, scaled_object
 from kubeinfer.operator.render.common import (
     EnsembleTarget,
     InvalidSpec,
@@ -40,6 +40,7 @@ OWNED_KINDS = (
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 )
 
@@ -53,6 +54,7 @@ def render_all(t: Target, options: RenderOptions) -> list[dict[str, Any]]:
         service(t),
         pod_disruption_budget(t),
         horizontal_pod_autoscaler(t),
+        scaled_object(t, options),
         service_monitor(t),
     ]
     return [o for o in objects if o is not None]

@@ -41,6 +41,8 @@ class RenderOptions:
     runtime_image: str = f"ghcr.io/kubeinfer/runtime:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
+    prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
+    """Prometheus that KEDA triggers query when a model names none."""
 
 
 @dataclass(frozen=True)
