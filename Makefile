@@ -30,8 +30,11 @@ system-deps:
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
+# The slow e2e builds (control plane, metrics stack) start in the background first and
+# overlap with the fast tiers; the e2e fixtures wait for them (cached: seconds).
 test: system-deps examples lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	bash tools/prebuild.sh start
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; bash tools/prebuild.sh stop; exit $$rc
 
 test-fast: examples
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
