@@ -78,7 +78,7 @@ def test_reconcile_writes_autoscaler_status_and_never_replicas():
     (deployment,) = [m for m in api.applied if m["kind"] == "Deployment"]
     assert "replicas" not in deployment["spec"]
     assert [m["kind"] for m in api.applied if m["kind"] == "ScaledObject"] == ["ScaledObject"]
-    assert "ScaledObject" not in api.deleted and "HorizontalPodAutoscaler" in api.deleted
+    assert ("ScaledObject", "digits") not in api.deleted and ("HorizontalPodAutoscaler", "digits") in api.deleted
 
 
 def test_removing_autoscaling_clears_its_status():
@@ -87,7 +87,7 @@ def test_removing_autoscaling_clears_its_status():
     status = asyncio.run(Reconciler(api, RenderOptions(), clock=lambda: "t0").reconcile(body(status=old)))
     assert status["autoscaler"] is None
     assert METRIC_MISSING not in {c["type"] for c in status["conditions"]}
-    assert "ScaledObject" in api.deleted
+    assert ("ScaledObject", "digits") in api.deleted
 
 
 def live_deployment(manager="kubeinfer-operator", replicas=5):
