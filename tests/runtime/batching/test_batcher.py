@@ -361,14 +361,17 @@ async def test_fast_model_runs_inline_and_still_batches(make_batcher, make_reque
         return model(inputs, names)
 
     b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=10**12)
+    b.warmed_up([1000])  # warm-up measured it fast
     results = await asyncio.gather(*(infer(b, make_request, float(i)) for i in range(64)))
     assert [float(r["y"][0, 0]) for r in results] == [2.0 * i for i in range(64)]
     assert set(threads) == {loop_thread}
+    assert b.inline is not None and b.inline.inline_batches == len(model.batches)
     # requests parsed before the scheduled inline execution joined one batch
     assert len(model.batches) < 64
 
 
-async def test_slow_model_moves_to_the_instance_thread(make_batcher, make_request):
+@pytest.mark.parametrize("warm_up_ns", [[], [10**9]], ids=["unmeasured", "slow-warm-up"])
+async def test_a_model_not_measured_fast_never_runs_inline(make_batcher, make_request, warm_up_ns):
     model = FakeModel()
     loop_thread = threading.get_ident()
     threads: list[int] = []
@@ -378,9 +381,27 @@ async def test_slow_model_moves_to_the_instance_thread(make_batcher, make_reques
         return model(inputs, names)
 
     b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=1)
+    b.warmed_up(warm_up_ns)
     for i in range(3):
         await infer(b, make_request, float(i))
-    # the first batch runs inline (nothing measured yet), then it takes more than 1 ns
+    # every batch takes more than 1 ns, on the thread too: not even the first runs inline
+    assert len(threads) == 3 and loop_thread not in threads
+    assert b.inline is not None and b.inline.inline_batches == 0
+
+
+async def test_a_model_that_turns_slow_on_the_loop_moves_to_the_thread(make_batcher, make_request):
+    model = FakeModel()
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def execute(inputs, names):
+        threads.append(threading.get_ident())
+        return model(inputs, names)
+
+    b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=1)
+    b.warmed_up([0])  # fast at warm-up, slower than 10 ns (the eject bound) afterwards
+    for i in range(3):
+        await infer(b, make_request, float(i))
     assert threads[0] == loop_thread
     assert threads[1] != loop_thread and threads[2] != loop_thread
 
@@ -419,6 +440,7 @@ async def test_backend_taking_the_list_of_requests(make_batcher, make_request, s
 async def test_failing_inline_batch_is_answered(make_batcher, make_request):
     """A batch that fails on the event loop still resolves its requests (no timings)."""
     b = await make_batcher(FakeModel(), inline_below_ns=10**12)
+    b.warmed_up([1000])
     with pytest.raises(BackendError, match="bad value"):
         await infer(b, make_request, BAD)
     assert float((await infer(b, make_request, 3.0))["y"][0, 0]) == 6.0

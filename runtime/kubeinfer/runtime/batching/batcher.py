@@ -20,13 +20,12 @@ Failure handling:
 - A cancelled ``infer`` (client gone) leaves the queue and never executes; if its batch is
   already executing, its result is dropped. The awaiting task sees ``CancelledError``.
 
-Fast models run inline: with one instance, once the backend's recent batches took less
-than ``INLINE_BELOW_NS`` each (the median compute_infer of the last few), a batch executes
-on the event loop itself, scheduled with ``call_soon`` so that requests already parsed join
-the queue first. Handing a 50 µs batch to a thread and back costs more than the batch (GIL
-hand-offs); slower models keep the thread, so the loop is never blocked for long. Only inline runs are
-measured (on a thread the time includes waits for the GIL), so while on the thread one
-batch in ``PROBE_EVERY`` runs inline to measure again.
+Models measured fast run inline: with one instance, a batch executes on the event loop
+itself when ``InlinePolicy`` (``inline.py``) says so, scheduled with ``call_soon`` so that
+requests already parsed join the queue first. Handing a 50 µs batch to a thread and back
+costs more than the batch (GIL hand-offs). The policy starts from the warm-up's timings
+(``warmed_up``); an unmeasured or slow model keeps the thread, so the loop is never
+blocked for long.
 
 Timers: the event loop wakes with millisecond resolution, so when nothing else happens a
 batching delay below 1 ms is served at about 1 ms; arrivals and completions re-check the
@@ -40,6 +39,7 @@ error class's ``reason``; the caller must not report it again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from kubeinfer.runtime.batching.inline import INLINE_BELOW_NS, InlinePolicy
 from kubeinfer.runtime.batching.interface import ExecuteFn, ExecuteRequestsFn, StatsSink
 from kubeinfer.runtime.batching.lifecycle import DrainingScheduler
 from kubeinfer.runtime.batching.policy import BatchPolicy, Pending, shape_key
@@ -61,16 +62,11 @@ from kubeinfer.runtime.errors import (
 )
 from kubeinfer.runtime.types import InferRequest
 
+log = logging.getLogger(__name__)
+
 Outputs = dict[str, np.ndarray]
 #: one per request of a batch: its outputs or its error
 Result = Outputs | InferError
-
-
-#: batches faster than this (exponential average) run on the event loop when instances == 1
-INLINE_BELOW_NS = 1_000_000
-_RECENT = 8
-#: on the thread, every this many batches one runs inline to measure the model again
-PROBE_EVERY = 64
 
 
 class _Flight:
@@ -108,6 +104,7 @@ class DynamicBatcher(DrainingScheduler):
         clock: Callable[[], int] = time.monotonic_ns,
         inline_below_ns: int = INLINE_BELOW_NS,
         execute_requests: ExecuteRequestsFn | None = None,
+        model: str = "",
     ) -> None:
         if instances < 1:
             raise ValueError("instances must be >= 1")
@@ -129,13 +126,9 @@ class DynamicBatcher(DrainingScheduler):
         self._inflight: deque[_Flight] = deque()
         self._closed = False
         self._drained: asyncio.Future[None] | None = None
-        # start inline: measured on the loop thread, the first batches tell the truth (on
-        # an instance thread the time includes GIL waits); a slow model moves to the
-        # thread after its first batch
-        self._infer_typical_ns = 0.0
-        self._inline_ns: deque[int] = deque(maxlen=_RECENT)
-        self._since_probe = 0
-        self._inline_below_ns = inline_below_ns if instances == 1 else 0
+        self._model = model
+        #: None: never inline (several instances, or turned off)
+        self.inline = InlinePolicy(inline_below_ns) if instances == 1 and inline_below_ns else None
 
     # -- Scheduler -------------------------------------------------------------------------
 
@@ -149,6 +142,18 @@ class DynamicBatcher(DrainingScheduler):
     def queue_full(self) -> bool:
         """Whether any request would be rejected now (cheap: before it is decoded)."""
         return self._policy.full()
+
+    def warmed_up(self, execute_ns: Sequence[int]) -> None:
+        inline = self.inline
+        if inline is None:
+            return
+        inline.seed(execute_ns)
+        log.info(
+            "model '%s': warm-up took %s; batches run %s",
+            self._model,
+            f"{min(execute_ns) / 1e6:.3f} ms" if execute_ns else "no measurement",
+            "on the event loop" if inline.fast else "on the instance thread",
+        )
 
     async def infer(self, request: InferRequest) -> Outputs:
         loop = self._loop
@@ -207,15 +212,12 @@ class DynamicBatcher(DrainingScheduler):
         flight = _Flight(batch, now)
         if self._ordered:
             self._inflight.append(flight)
-        if self._inline_below_ns and (
-            self._infer_typical_ns < self._inline_below_ns or self._since_probe >= PROBE_EVERY
-        ):
-            self._since_probe = 0
+        inline = self.inline
+        if inline is not None and inline.decide():
             flight.inline = True
             assert self._loop is not None
             self._loop.call_soon(self._run_inline, flight)
             return
-        self._since_probe += 1
         assert self._pool is not None
         self._pool.submit(self._run, flight)
 
@@ -236,13 +238,19 @@ class DynamicBatcher(DrainingScheduler):
 
     def _complete(self, flight: _Flight) -> None:
         self._executing -= 1
-        if flight.inline:  # on a thread the time includes waits for the GIL: not counted
-            recent = self._inline_ns
-            recent.extend(t[2] for t in flight.timings)  # none when the batch failed
-            if recent:
-                # the median of the last few runs: a run preempted by another process is
-                # no reason to leave the loop
-                self._infer_typical_ns = sorted(recent)[len(recent) // 2]
+        inline = self.inline
+        if inline is not None:
+            infer_ns = [t[2] for t in flight.timings]  # none when the batch failed
+            if flight.inline:
+                was_fast = inline.fast
+                inline.ran_inline(infer_ns)
+                if was_fast and not inline.fast:
+                    log.info(
+                        "model '%s': a batch took %.3f ms on the event loop; batches run on "
+                        "the instance thread", self._model, max(infer_ns) / 1e6,
+                    )
+            else:
+                inline.ran_threaded(infer_ns)
         if self._ordered:
             inflight = self._inflight
             while inflight and inflight[0].results is not None:

@@ -47,6 +47,11 @@ class Scheduler(Protocol):
         """Requests queued and not yet executing (the autoscaling signal)."""
         ...
 
+    def warmed_up(self, execute_ns: Sequence[int]) -> None:
+        """Warm-up ran the backend's ``execute`` this long each (ns, on a thread, before
+        the first request; empty when it could not run): the first measurement of the model."""
+        ...
+
     async def drain(self) -> None:
         """Stop taking requests; return once everything queued or executing finished."""
         ...

@@ -207,6 +207,9 @@ class SequenceBatcher(DrainingScheduler):
     def pending_count(self) -> int:
         return self._policy.pending
 
+    def warmed_up(self, execute_ns: Sequence[int]) -> None:
+        """Nothing to learn: sequence batches always run on the instance threads."""
+
     async def infer(self, request: InferRequest) -> Outputs:
         loop = self._loop
         if self._closed or loop is None:
