@@ -87,6 +87,7 @@ def make_scheduler(loaded: LoadedModel, stats: ModelStats) -> Scheduler:
         instances=loaded.config.instance_count,
         stats=stats,
         execute_requests=loaded.backend.execute_requests,
+        model=loaded.name,
     )
 
 
