@@ -351,15 +351,21 @@ async def test_infer_before_start_is_not_ready(make_request, stats):
         await b.infer(make_request())
 
 
-async def test_fast_model_runs_inline_and_still_batches(make_batcher, make_request):
-    model = FakeModel()
-    loop_thread = threading.get_ident()
+def recording_threads(model: FakeModel):
+    """``model`` as an execute function, and the list of the threads it ran on."""
     threads: list[int] = []
 
     def execute(inputs, names):
         threads.append(threading.get_ident())
         return model(inputs, names)
 
+    return execute, threads
+
+
+async def test_fast_model_runs_inline_and_still_batches(make_batcher, make_request):
+    model = FakeModel()
+    loop_thread = threading.get_ident()
+    execute, threads = recording_threads(model)
     b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=10**12)
     b.warmed_up([1000])  # warm-up measured it fast
     results = await asyncio.gather(*(infer(b, make_request, float(i)) for i in range(64)))
@@ -374,12 +380,7 @@ async def test_fast_model_runs_inline_and_still_batches(make_batcher, make_reque
 async def test_a_model_not_measured_fast_never_runs_inline(make_batcher, make_request, warm_up_ns):
     model = FakeModel()
     loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    def execute(inputs, names):
-        threads.append(threading.get_ident())
-        return model(inputs, names)
-
+    execute, threads = recording_threads(model)
     b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=1)
     b.warmed_up(warm_up_ns)
     for i in range(3):
@@ -392,12 +393,7 @@ async def test_a_model_not_measured_fast_never_runs_inline(make_batcher, make_re
 async def test_a_model_that_turns_slow_on_the_loop_moves_to_the_thread(make_batcher, make_request):
     model = FakeModel()
     loop_thread = threading.get_ident()
-    threads: list[int] = []
-
-    def execute(inputs, names):
-        threads.append(threading.get_ident())
-        return model(inputs, names)
-
+    execute, threads = recording_threads(model)
     b = await make_batcher(execute, config=DynamicBatching(), inline_below_ns=1)
     b.warmed_up([0])  # fast at warm-up, slower than 10 ns (the eject bound) afterwards
     for i in range(3):
