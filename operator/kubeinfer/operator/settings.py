@@ -7,7 +7,7 @@ from it.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubeinfer.operator import __version__
@@ -17,7 +17,7 @@ DEFAULT_RUNTIME_IMAGE = f"ghcr.io/kubeinfer/runtime:{__version__}"
 
 
 class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KUBEINFER_OPERATOR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KUBEINFER_OPERATOR_", extra="ignore", populate_by_name=True)
 
     namespaces: list[str] = Field(default_factory=list)
     """Namespaces to watch; empty watches the whole cluster."""
@@ -32,10 +32,26 @@ class OperatorSettings(BaseSettings):
     """Seconds the API server keeps a watch open (kopf's watches can otherwise go silent)."""
     watch_client_timeout: int = Field(default=330, gt=0)
     field_manager: str = "kubeinfer-operator"
+    log_level: str = Field(
+        default="INFO", validation_alias=AliasChoices("KUBEINFER_OPERATOR_LOG_LEVEL", "KUBEINFER_LOG_LEVEL")
+    )
+    """DEBUG, INFO, WARNING or ERROR; also read from KUBEINFER_LOG_LEVEL, like the runtime."""
+    service_monitors: bool = True
+    """Create the ServiceMonitor an InferenceModel asks for (spec.monitoring.serviceMonitor);
+    off when the Prometheus Operator is not installed (or not granted to the operator)."""
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"log level {value!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        return level
 
     def render_options(self) -> RenderOptions:
         return RenderOptions(
             runtime_image=self.runtime_image,
             image_pull_policy=self.image_pull_policy,
             cluster_domain=self.cluster_domain,
+            service_monitors=self.service_monitors,
         )

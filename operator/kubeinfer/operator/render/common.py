@@ -41,6 +41,8 @@ class RenderOptions:
     runtime_image: str = f"ghcr.io/kubeinfer/runtime:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
+    service_monitors: bool = True
+    """The operator may create ServiceMonitors (the chart's monitoring.perModelServiceMonitors)."""
 
 
 @dataclass(frozen=True)
