@@ -90,6 +90,22 @@ def _service_monitor(docs: Docs, mp: pytest.MonkeyPatch) -> None:
     assert sm["metadata"]["labels"]["release"] == "prom"
 
 
+def _leader_election(docs: Docs, mp: pytest.MonkeyPatch) -> None:
+    mp.setenv("POD_NAMESPACE", "kubeinfer-system")  # what the fieldRefs give in the pod
+    mp.setenv("POD_NAME", "kubeinfer-abc")
+    env = {e["name"]: e for e in container(docs)["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    c = container(docs)
+    c["env"] = [e for e in c["env"] if "value" in e]
+    settings = operator_settings(docs, mp)
+    assert settings.leader_election and settings.lease_seconds == 20
+    assert (settings.lease_namespace, settings.identity) == ("kubeinfer-system", "kubeinfer-abc")
+    (role,) = [r for r in kinds(docs, "Role") if r["metadata"]["name"].endswith("leader-election")]
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
+    assert deployment(docs)["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
 # value path -> (--set arguments, check of the rendered chart)
 CASES: dict[str, tuple[list[str], Callable[[Docs, pytest.MonkeyPatch], None]]] = {
     "image.repository": (["image.repository=reg.example/op"],
@@ -105,6 +121,10 @@ CASES: dict[str, tuple[list[str], Callable[[Docs, pytest.MonkeyPatch], None]]] =
                         and {r["metadata"]["namespace"] for r in kinds(d, "Role")} == {"models", "staging"}),
     "resyncSeconds": (["resyncSeconds=42"], lambda d, mp: operator_settings(d, mp).resync_seconds == 42),
     "logLevel": (["logLevel=WARNING"], _log_level),
+    "replicas": (["replicas=2", "leaderElection.enabled=true"], lambda d, mp: deployment(d)["spec"]["replicas"] == 2),
+    "leaderElection.enabled": (["leaderElection.enabled=true", "leaderElection.leaseSeconds=20"], _leader_election),
+    "leaderElection.leaseSeconds": (["leaderElection.enabled=true", "leaderElection.leaseSeconds=20"],
+                                    _leader_election),
     "serviceAccount.create": (["serviceAccount.create=false", "serviceAccount.name=mine"],
                               lambda d, mp: not kinds(d, "ServiceAccount")
                               and pod(d)["serviceAccountName"] == "mine"),
@@ -177,6 +197,23 @@ def test_defaults_are_what_the_operator_runs_with(helm, monkeypatch):  # noqa: F
     assert settings.resync_seconds == values["resyncSeconds"]
     assert settings.namespaces == values["watchNamespaces"]
     assert settings.service_monitors is values["monitoring"]["perModelServiceMonitors"]
+    assert settings.leader_election is values["leaderElection"]["enabled"]
+
+
+def test_more_replicas_without_leader_election_is_refused(helm):  # noqa: F811
+    import subprocess
+
+    out = subprocess.run([helm, "template", "x", str(CHART), "--set", "replicas=2"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "leaderElection.enabled=true" in out.stderr
+    default = deployment(template(helm))
+    assert default["spec"]["replicas"] == 1 and default["spec"]["strategy"]["type"] == "Recreate"
+    assert not operator_settings_default_leader(default)
+
+
+def operator_settings_default_leader(dep: dict[str, Any]) -> bool:
+    return any(e["name"] == "KUBEINFER_OPERATOR_LEADER_ELECTION" for e in dep["spec"]["template"]["spec"]
+               ["containers"][0]["env"])
 
 
 def test_invalid_log_level_from_the_environment_is_refused(monkeypatch, capsys):

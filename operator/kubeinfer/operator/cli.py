@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
     parser.add_argument("--runtime-image", default=None, help="default image of runtime pods")
     parser.add_argument("--resync-seconds", type=float, default=None, help="re-apply every model this often")
+    parser.add_argument("--leader-election", action="store_true", default=None,
+                        help="act only while holding the leader Lease (run more than one replica)")
     parser.add_argument("--liveness", default=None, help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--log-level", default=None,
                         help="DEBUG, INFO, WARNING, ERROR (default: $KUBEINFER_LOG_LEVEL, else INFO)")
@@ -43,6 +45,7 @@ def settings_from(args: argparse.Namespace) -> OperatorSettings | None:
             "runtime_image": args.runtime_image,
             "resync_seconds": args.resync_seconds,
             "log_level": args.log_level,
+            "leader_election": args.leader_election,
         }.items()
         if v is not None
     }
@@ -64,7 +67,7 @@ def configure_logging(level: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kubeinfer.operator.handlers import run_operator
+    from kubeinfer.operator.handlers import LeadershipLost, run_operator
     from kubeinfer.operator.k8s import KubeApi
 
     settings = settings_from(args)
@@ -80,5 +83,9 @@ def run(args: argparse.Namespace) -> int:
         api = KubeApi.connect(settings.field_manager, None if in_cluster and not args.kubeconfig else kubeconfig)
         await run_operator(settings, api, liveness=args.liveness)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except LeadershipLost as exc:
+        print(f"kubeinfer operator: {exc}; exiting so that another replica leads", file=sys.stderr)
+        return 1
     return 0

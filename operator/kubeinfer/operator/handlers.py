@@ -23,6 +23,7 @@ per object and logged: one bad object never stops the others.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +33,7 @@ import kopf
 
 from kubeinfer.operator.api.v1alpha1 import API_VERSION, ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROUP, KIND, PLURAL, VERSION
 from kubeinfer.operator.k8s import ApiFailure, KubeApi
+from kubeinfer.operator.k8s.lease import LeaseTimings
 from kubeinfer.operator.reconcile import EnsembleReconciler, Failure, Reconciler, referenced_models
 from kubeinfer.operator.reconcile.reconciler import already_failed
 from kubeinfer.operator.reconcile.serial import Serial
@@ -203,16 +205,63 @@ def build_registry(settings: OperatorSettings, handlers: Handlers) -> kopf.Opera
     return registry
 
 
+class LeadershipLost(Exception):
+    """The leader Lease could not be renewed: this process stopped acting."""
+
+
+async def _standby_liveness(url: str | None) -> Any:
+    """While waiting for the Lease, answer the liveness probe kopf answers once it runs."""
+    if not url:
+        return None
+    from urllib.parse import urlparse
+
+    from aiohttp import web
+
+    where = urlparse(url)
+    app = web.Application()
+    app.router.add_get(where.path or "/", lambda request: web.json_response({"standby": True}))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, where.hostname, where.port).start()
+    return runner
+
+
 async def run_operator(settings: OperatorSettings, api: KubeApi, liveness: str | None = None) -> None:
+    """Run the operator; with ``leader_election`` only while holding the Lease (raises
+    :class:`LeadershipLost` when it is lost: the process must exit, not go on acting)."""
     handlers = Handlers(api, Reconciler(api, settings.render_options()),
                         EnsembleReconciler(api, settings.render_options()))
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings, settings)
-    await kopf.operator(
-        registry=build_registry(settings, handlers),
-        settings=kopf_settings,
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=liveness,
-    )
+
+    def operator() -> Any:
+        return kopf.operator(
+            registry=build_registry(settings, handlers),
+            settings=kopf_settings,
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=liveness,
+        )
+
+    if not settings.leader_election:
+        await operator()
+        return
+    lease = api.leader_lease(settings.lease_namespace, settings.lease_name, settings.identity,
+                             LeaseTimings(settings.lease_seconds, settings.lease_seconds * 2 / 3,
+                                          max(0.5, settings.lease_seconds / 7.5)))
+    standby = await _standby_liveness(liveness)
+    try:
+        await lease.acquire()
+    finally:
+        if standby is not None:
+            await standby.cleanup()
+    running = asyncio.ensure_future(operator())
+    holding = asyncio.ensure_future(lease.hold())
+    done, _ = await asyncio.wait({running, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding in done:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        raise LeadershipLost(f"lease {settings.lease_namespace}/{settings.lease_name} lost")
+    holding.cancel()
+    await running

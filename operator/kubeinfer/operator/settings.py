@@ -7,6 +7,9 @@ from it.
 
 from __future__ import annotations
 
+import os
+import socket
+
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,6 +42,19 @@ class OperatorSettings(BaseSettings):
     service_monitors: bool = True
     """Create the ServiceMonitor an InferenceModel asks for (spec.monitoring.serviceMonitor);
     off when the Prometheus Operator is not installed (or not granted to the operator)."""
+
+    leader_election: bool = False
+    """Act only while holding the Lease ``lease_namespace``/``lease_name`` (more than one
+    replica: one acts, the others wait to take over)."""
+    lease_name: str = "kubeinfer-operator"
+    lease_namespace: str = Field(default="default", validation_alias=AliasChoices(
+        "KUBEINFER_OPERATOR_LEASE_NAMESPACE", "POD_NAMESPACE"))
+    """Namespace of the Lease (in a pod: its own, from POD_NAMESPACE)."""
+    lease_seconds: float = Field(default=15.0, gt=0)
+    """A Lease not renewed for this long may be taken over (failover time)."""
+    identity: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", validation_alias=AliasChoices(
+        "KUBEINFER_OPERATOR_IDENTITY", "POD_NAME"))
+    """Who holds the Lease (in a pod: its name, from POD_NAME)."""
 
     @field_validator("log_level")
     @classmethod

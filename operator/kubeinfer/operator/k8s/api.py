@@ -21,6 +21,8 @@ from lightkube.resources.core_v1 import ConfigMap, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
+from kubeinfer.operator.k8s.lease import LeaderLease, LeaseTimings
+
 from kubeinfer.operator.api.v1alpha1 import ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROUP, KIND, PLURAL, VERSION
 
 InferenceModel = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
@@ -94,6 +96,10 @@ class KubeApi:
 
     async def close(self) -> None:
         await self._client.close()
+
+    def leader_lease(self, namespace: str, name: str, identity: str, timings: LeaseTimings | None = None) -> LeaderLease:
+        """A candidate for the operator's leader Lease, on this connection."""
+        return LeaderLease(self._client, namespace, name, identity, timings or LeaseTimings())
 
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply as the operator's field manager, taking over conflicting fields."""
