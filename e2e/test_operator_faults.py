@@ -145,13 +145,26 @@ def test_200_models_all_ready_with_no_stale_status(kube_cluster, installed, ns):
         start = time.monotonic()
         apply(c, *(model(f"m{i:03d}", ns) for i in range(COUNT)))
 
+        seen: dict[str, int] = {}
+
         def all_ready():
             items = (get(c, "inferencemodels", "-n", ns) or {"items": []})["items"]
-            ok = [im for im in items if condition(im, "Ready").get("status") == "True"
-                  and (im.get("status") or {}).get("readyReplicas") == 1]
-            return items if len(items) == COUNT and len(ok) == COUNT else None
+            seen.clear()
+            for im in items:
+                r = condition(im, "Ready")
+                key = f"{r.get('status')}/{r.get('reason')}/{(im.get('status') or {}).get('readyReplicas')}"
+                seen[key] = seen.get(key, 0) + 1
+            return items if len(items) == COUNT and seen.get("True/Available/1") == COUNT else None
 
-        items = wait_for(f"{COUNT} InferenceModels Ready", all_ready, timeout=240, interval=3)
+        try:
+            items = wait_for(f"{COUNT} InferenceModels Ready", all_ready, timeout=240, interval=3)
+        except BaseException:
+            pods = get(c, "pods", "-n", ns) or {"items": []}
+            phases: dict[str, int] = {}
+            for p in pods["items"]:
+                phases[p["status"].get("phase", "?")] = phases.get(p["status"].get("phase", "?"), 0) + 1
+            print(f"\nmodels by Ready status/reason/readyReplicas: {seen}; pods by phase: {phases}")
+            raise
         took = time.monotonic() - start
         deployments = {d["metadata"]["name"]: d for d in get(c, "deployments", "-n", ns)["items"]}
         assert len(deployments) == COUNT

@@ -129,7 +129,9 @@ def test_every_field_has_a_description(crd_file):
     root = version["schema"]["openAPIV3Schema"]
     fields = dict(_fields(root))
     assert len(fields) > 40
-    missing = [path for path, node in fields.items() if not (node.get("description") or "").strip()]
+    # metadata: the API server forbids a schema there; kubectl explain shows ObjectMeta's docs
+    missing = [path for path, node in fields.items()
+               if path != "$.metadata" and not (node.get("description") or "").strip()]
     assert not missing, f"{crd_file}: fields without a description: {missing}"
 
 

@@ -81,8 +81,9 @@ class Handlers:
     """What the kopf handlers do; kopf-free apart from the outcome exceptions."""
 
     def __init__(self, api: Any, models: Reconciler, ensembles: EnsembleReconciler,
-                 warn: Callable[..., None] = kopf.warn) -> None:
+                 warn: Callable[..., None] = kopf.warn, concurrency: int = 16) -> None:
         self.api = api
+        self.slots = asyncio.Semaphore(concurrency)  # passes at once, all objects together
         self.warn = warn  # a Warning Event (kopf's poster; tests pass a recorder)
         self.reconcilers: dict[str, Reconciler | EnsembleReconciler] = {KIND: models, ENSEMBLE_KIND: ensembles}
         self.serial = Serial()
@@ -91,7 +92,7 @@ class Handlers:
         """One pass, after any other pass of the same object. ``background``: errors are
         logged, never raised (nothing would retry them but the next event or timer)."""
         namespace, name = _ident(body)
-        async with self.serial((kind, namespace, name)):
+        async with self.serial((kind, namespace, name)), self.slots:
             try:
                 await self.reconcilers[kind].reconcile(body)
             except Failure as failure:
@@ -170,35 +171,36 @@ def build_registry(settings: OperatorSettings, handlers: Handlers) -> kopf.Opera
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.index(*ensembles, registry=registry)
+    @kopf.index(*ensembles, id="ensembles_by_model", registry=registry)
     def ensembles_by_model(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
         return index_ensembles(namespace, name, body)
 
-    @kopf.on.resume(*models, registry=registry)
-    @kopf.on.create(*models, registry=registry)
-    @kopf.on.update(*models, registry=registry)
+    @kopf.on.resume(*models, id="model_changed", registry=registry)
+    @kopf.on.create(*models, id="model_changed", registry=registry)
+    @kopf.on.update(*models, id="model_changed", registry=registry)
     async def model_changed(body: kopf.Body, **_: Any) -> None:
         await handlers.changed(KIND, body)
 
-    @kopf.on.resume(*ensembles, registry=registry)
-    @kopf.on.create(*ensembles, registry=registry)
-    @kopf.on.update(*ensembles, registry=registry)
+    @kopf.on.resume(*ensembles, id="ensemble_changed", registry=registry)
+    @kopf.on.create(*ensembles, id="ensemble_changed", registry=registry)
+    @kopf.on.update(*ensembles, id="ensemble_changed", registry=registry)
     async def ensemble_changed(body: kopf.Body, **_: Any) -> None:
         await handlers.changed(ENSEMBLE_KIND, body)
 
-    @kopf.timer(*models, interval=every, initial_delay=every, registry=registry)
+    @kopf.timer(*models, id="model_resync", interval=every, initial_delay=every, registry=registry)
     async def model_resync(body: kopf.Body, **_: Any) -> None:
         await handlers.resync(KIND, body)
 
-    @kopf.timer(*ensembles, interval=every, initial_delay=every, registry=registry)
+    @kopf.timer(*ensembles, id="ensemble_resync", interval=every, initial_delay=every, registry=registry)
     async def ensemble_resync(body: kopf.Body, **_: Any) -> None:
         await handlers.resync(ENSEMBLE_KIND, body)
 
-    @kopf.on.event(*models, registry=registry)
+    @kopf.on.event(*models, id="model_event", registry=registry)
     async def model_event(body: kopf.Body, type: str | None, ensembles_by_model: kopf.Index, **_: Any) -> None:
         await handlers.model_event(body, type, ensembles_by_model)
 
-    @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
+    @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+                   id="deployment_event", registry=registry)
     async def deployment_event(body: kopf.Body, **_: Any) -> None:
         await handlers.deployment_event(body)
 
@@ -230,7 +232,8 @@ async def run_operator(settings: OperatorSettings, api: KubeApi, liveness: str |
     """Run the operator; with ``leader_election`` only while holding the Lease (raises
     :class:`LeadershipLost` when it is lost: the process must exit, not go on acting)."""
     handlers = Handlers(api, Reconciler(api, settings.render_options()),
-                        EnsembleReconciler(api, settings.render_options()))
+                        EnsembleReconciler(api, settings.render_options()),
+                        concurrency=settings.max_concurrent_reconciles)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings, settings)
 

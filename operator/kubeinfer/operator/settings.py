@@ -35,6 +35,9 @@ class OperatorSettings(BaseSettings):
     """Seconds the API server keeps a watch open (kopf's watches can otherwise go silent)."""
     watch_client_timeout: int = Field(default=330, gt=0)
     field_manager: str = "kubeinfer-operator"
+    max_concurrent_reconciles: int = Field(default=16, ge=1)
+    """Reconcile passes running at once (all objects together); more wait their turn, so a
+    burst of new objects does not swamp the API server until its requests time out."""
     log_level: str = Field(
         default="INFO", validation_alias=AliasChoices("KUBEINFER_OPERATOR_LOG_LEVEL", "KUBEINFER_LOG_LEVEL")
     )

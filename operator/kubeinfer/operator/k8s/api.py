@@ -75,7 +75,7 @@ class ApiFailure(Exception):
 def _failure(exc: Exception, what: str) -> ApiFailure:
     if isinstance(exc, ApiError):
         return ApiFailure(exc.status.code or 0, f"{what}: {exc.status.message}")
-    return ApiFailure(0, f"{what}: {exc}")
+    return ApiFailure(0, f"{what}: {type(exc).__name__} {exc}".rstrip())
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

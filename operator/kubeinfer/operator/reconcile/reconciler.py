@@ -183,7 +183,7 @@ class BaseReconciler:
             return await self.fail(body, "InvalidSpec", exc.message)
         if exc.rejected:
             return await self.fail(body, "ApplyRejected", exc.message)
-        return Failure("ApiUnavailable", exc.message, permanent=False)
+        return Failure("ApiUnavailable", exc.message, permanent=False, delay=5)
 
     async def render_failed(self, body: dict[str, Any], exc: Exception) -> Failure:
         """An error the render layer did not foresee: said in the status once, not retried."""
