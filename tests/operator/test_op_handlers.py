@@ -172,7 +172,7 @@ async def test_passes_of_one_object_do_not_overlap():
     running, overlap = set(), []
 
     class Slow(Reconciler):
-        async def reconcile(self, body):
+        async def reconcile(self, body, light=False):
             key = body["metadata"]["name"]
             overlap.append(key in running)
             running.add(key)
@@ -220,3 +220,18 @@ async def test_failure_outcomes_of_reconciler_stay_failures():
     with pytest.raises(Failure) as info:
         await Reconciler(api, RenderOptions()).reconcile(body)
     assert not info.value.permanent
+
+
+async def test_deployment_event_pass_is_light_the_resync_full():
+    """A Deployment event applies only the Deployment (and refreshes the status); the resync
+    timer brings back everything else."""
+    api = FakeKubeApi()
+    h, _ = handlers(api)
+    await h.changed("InferenceModel", api.put(model("m")))
+    del api.objects[("v1", "Service", "ns", "m")]
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"))
+    assert [c for c in api.calls[calls:] if c[0] == "apply"] == [("apply", "Deployment", "m")]
+    assert api.obj("v1", "Service", "m") is None
+    await h.resync("InferenceModel", api.obj(*IM, "m"))
+    assert api.obj("v1", "Service", "m") is not None

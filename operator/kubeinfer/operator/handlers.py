@@ -88,13 +88,14 @@ class Handlers:
         self.reconcilers: dict[str, Reconciler | EnsembleReconciler] = {KIND: models, ENSEMBLE_KIND: ensembles}
         self.serial = Serial()
 
-    async def reconcile(self, kind: str, body: dict[str, Any], background: bool) -> None:
+    async def reconcile(self, kind: str, body: dict[str, Any], background: bool, light: bool = False) -> None:
         """One pass, after any other pass of the same object. ``background``: errors are
-        logged, never raised (nothing would retry them but the next event or timer)."""
+        logged, never raised (nothing would retry them but the next event or timer);
+        ``light``: see :meth:`~kubeinfer.operator.reconcile.reconciler.BaseReconciler.reconcile`."""
         namespace, name = _ident(body)
         async with self.serial((kind, namespace, name)), self.slots:
             try:
-                await self.reconcilers[kind].reconcile(body)
+                await self.reconcilers[kind].reconcile(body, light=light)
             except Failure as failure:
                 if failure.permanent:
                     self.warn(body, reason=failure.reason, message=failure.message)
@@ -149,7 +150,7 @@ class Handlers:
             log.warning("cannot read the owner of Deployment %s/%s: %s", meta["namespace"], meta["name"], exc)
             return
         if _live(obj) and obj["metadata"]["uid"] == owner["uid"]:
-            await self.reconcile(owner["kind"], obj, background=True)
+            await self.reconcile(owner["kind"], obj, background=True, light=True)
 
 
 def index_ensembles(namespace: str, name: str, body: Mapping[str, Any]) -> dict[tuple[str, str], str]:

@@ -27,6 +27,7 @@ from kubeinfer.operator.reconcile.reconciler import (
     Failure,
     apply_objects,
     check_names,
+    deployment_only,
     spec_problems,
     status_changed,
     write_status,
@@ -111,7 +112,7 @@ class EnsembleReconciler(BaseReconciler):
             states[ref] = model_state(ref, await self.api.get(API_VERSION, KIND, namespace, ref))
         return states
 
-    async def run_pass(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
         """One pass for one InferenceEnsemble; returns the status written. Raises :class:`Failure`."""
         meta = body["metadata"]
         try:
@@ -137,10 +138,13 @@ class EnsembleReconciler(BaseReconciler):
             raise await self.render_failed(body, exc) from None
 
         try:
-            clash = await check_names(self.api, objects, uid, ENSEMBLE_KIND)
-            if clash:
-                raise await self.fail(body, "NameClash", clash)
-            deployment = await apply_objects(self.api, objects)
+            if light:
+                deployment = await apply_objects(self.api, deployment_only(objects))
+            else:
+                clash = await check_names(self.api, objects, uid, ENSEMBLE_KIND)
+                if clash:
+                    raise await self.fail(body, "NameClash", clash)
+                deployment = await apply_objects(self.api, objects)
         except ApiFailure as exc:
             raise await self.apply_failed(body, exc) from None
 

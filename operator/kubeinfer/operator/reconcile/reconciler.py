@@ -150,12 +150,15 @@ class BaseReconciler:
         self.options = options
         self.clock = clock
 
-    async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def reconcile(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
         """Converge one object; returns the status written (``{}`` when it is gone).
+        ``light``: after an event of the object's own Deployment — apply only the Deployment
+        (its drift) and refresh the status; the full pass (every owned object, the sweep of
+        kinds no longer wanted, the name check) runs on spec changes and the resync timer.
         Raises :class:`Failure`."""
         for _ in range(CONFLICT_ATTEMPTS):
             try:
-                return await self.run_pass(body)
+                return await self.run_pass(body, light)
             except StaleView:
                 meta = body["metadata"]
                 try:
@@ -169,7 +172,7 @@ class BaseReconciler:
         raise Failure("StatusConflict", "the object kept changing while its status was written",
                       permanent=False, delay=1)
 
-    async def run_pass(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
     async def fail(self, body: dict[str, Any], reason: str, message: str) -> Failure:
@@ -192,8 +195,12 @@ class BaseReconciler:
         return await self.fail(body, "RenderFailed", f"cannot render the objects: {type(exc).__name__}: {exc}")
 
 
+def deployment_only(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == "Deployment"]
+
+
 class Reconciler(BaseReconciler):
-    async def run_pass(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
         meta = body["metadata"]
         try:
             target = parse(body)
@@ -204,6 +211,9 @@ class Reconciler(BaseReconciler):
             raise await self.render_failed(body, exc) from None
 
         try:
+            if light:
+                deployment = await apply_objects(self.api, deployment_only(objects))
+                return await self._status(body, target, deployment)
             clash = await check_names(self.api, objects, target.uid, KIND)
             if clash:
                 raise await self.fail(body, "NameClash", clash)
@@ -215,7 +225,10 @@ class Reconciler(BaseReconciler):
                         log.info("deleted %s %s/%s (no longer wanted)", kind, target.namespace, target.name)
         except ApiFailure as exc:
             raise await self.apply_failed(body, exc) from None
+        return await self._status(body, target, deployment)
 
+    async def _status(self, body: dict[str, Any], target: Target, deployment: dict[str, Any] | None) -> dict[str, Any]:
+        meta = body["metadata"]
         status = status_for(target, self.options, deployment, meta.get("generation"), body.get("status"), self.clock())
         if status_changed(body.get("status") or {}, status):
             await write_status(self.api, body, status, KIND)
