@@ -61,7 +61,7 @@ def test_one_operator_acts_and_the_other_takes_over(kube_cluster, installed, ns,
         standby = ops[standby_name]
 
         apply_model(c, ns, "first")
-        ready(c, ns, "first", timeout=60)
+        ready(c, ns, "first", timeout=120)
         assert acted(leader), leader.tail()
         assert not acted(standby), standby.tail()  # never both
         assert holder(c) == leader_name
@@ -71,7 +71,7 @@ def test_one_operator_acts_and_the_other_takes_over(kube_cluster, installed, ns,
         wait_for("the standby leads", lambda: holder(c) == standby_name, timeout=LEASE_SECONDS * 4, interval=0.25)
         took = time.monotonic() - killed
         apply_model(c, ns, "second")
-        ready(c, ns, "second", timeout=60)
+        ready(c, ns, "second", timeout=120)
         assert acted(standby), standby.tail()
         assert took <= LEASE_SECONDS * 2 + 2, f"failover took {took:.1f} s"
         print(f"\nfailover: the standby held the Lease {took:.1f} s after SIGKILL (lease {LEASE_SECONDS} s)")

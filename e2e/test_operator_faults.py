@@ -177,6 +177,7 @@ def test_200_models_all_ready_with_no_stale_status(kube_cluster, installed, ns):
             assert st["replicas"] == dst["replicas"] == 1
         print(f"\n{COUNT} models Ready {took:.0f} s after the apply")
     finally:
+        # leave nothing behind for the next tests' operator to resume
+        c.kubectl("delete", "inferencemodels", "--all", "-n", ns, "--timeout=120s", check=False, timeout=180)
         installed.stop()
         installed.start()
-        c.kubectl("delete", "inferencemodels", "--all", "-n", ns, "--wait=false", check=False)
