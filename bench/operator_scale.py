@@ -126,6 +126,7 @@ def main() -> int:
     from lightkube import Client
     from lightkube.config.kubeconfig import KubeConfig
     from lightkube.generic_resource import create_namespaced_resource
+    from lightkube.models.meta_v1 import ObjectMeta
     from lightkube.resources.apps_v1 import Deployment, ReplicaSet
     from lightkube.resources.core_v1 import Namespace, Service, ServiceAccount
     from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -149,7 +150,7 @@ def main() -> int:
         results["rss_idle_mb"] = round(op.rss_mb(), 1)
 
         def namespace(name: str) -> str:
-            client.create(Namespace(metadata={"name": name}))
+            client.create(Namespace(metadata=ObjectMeta(name=name)))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
