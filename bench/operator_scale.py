@@ -140,7 +140,7 @@ def main() -> int:
     sh(kubectl, "apply", "--server-side", "-f", str(REPO / "crds"), env=kenv)
     sh(kubectl, "wait", "--for=condition=Established", "crd/inferencemodels.kubeinfer.dev", "--timeout=60s", env=kenv)
     IM = create_namespaced_resource(GROUP, VERSION, "InferenceModel", "inferencemodels")
-    client = Client(config=KubeConfig.from_file(kubeconfig), field_manager="bench")
+    client = Client(config=KubeConfig.from_file(kubeconfig), field_manager="bench", timeout=300)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / "operator-scale.log"
     op = OperatorProcess(kubeconfig, log)
     results: dict[str, Any] = {}
