@@ -79,15 +79,17 @@ class Operator:
         self.cluster, self.kubeconfig, self.log = cluster, kubeconfig, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        env = dict(self.cluster.env)
-        env["PYTHONPATH"] = f"{REPO}/runtime:{REPO}/operator"
-        env["KUBECONFIG"] = str(self.kubeconfig)
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        """Start the operator; ``extra`` flags come last (so they win), ``env`` adds variables."""
+        environ = dict(self.cluster.env)
+        environ["PYTHONPATH"] = f"{REPO}/runtime:{REPO}/operator"
+        environ["KUBECONFIG"] = str(self.kubeconfig)
+        environ.update(env or {})
         out = open(self.log, "ab")
         self.proc = self.cluster.popen(
             [sys.executable, "-m", "kubeinfer.cli", "operator", "--kubeconfig", str(self.kubeconfig),
-             "--resync-seconds", "10", "--runtime-image", "registry.local/kubeinfer/runtime:e2e"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+             "--resync-seconds", "10", "--runtime-image", "registry.local/kubeinfer/runtime:e2e", *extra],
+            env=environ, stdout=out, stderr=subprocess.STDOUT,
         )
 
     def kill(self) -> None:

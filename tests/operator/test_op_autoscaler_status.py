@@ -91,7 +91,9 @@ def test_removing_autoscaling_clears_its_status():
 
 
 def live_deployment(manager="kubeinfer-operator", replicas=5):
-    return {"metadata": {"managedFields": [
+    owner = {"apiVersion": "kubeinfer.dev/v1alpha1", "kind": "InferenceModel", "name": "digits", "uid": "u-1",
+             "controller": True}
+    return {"metadata": {"ownerReferences": [owner], "managedFields": [
         {"manager": manager, "operation": "Apply",
          "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
         {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {}},

@@ -204,10 +204,12 @@ class FakeApi:
         return out
 
     async def get(self, api_version, kind, namespace, name):
+        if kind == "Deployment":
+            return None
         assert (api_version, kind, namespace) == ("kubeinfer.dev/v1alpha1", "InferenceModel", "ns")
         return self.models.get(name)
 
-    async def patch_status(self, namespace, name, status, kind="InferenceModel"):
+    async def patch_status(self, namespace, name, status, kind="InferenceModel", resource_version=None):
         assert kind == "InferenceEnsemble"
         self.statuses.append(status)
 

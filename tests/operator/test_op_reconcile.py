@@ -39,7 +39,10 @@ class FakeApi:
         self.deleted.append((kind, name))
         return kind == "HorizontalPodAutoscaler"
 
-    async def patch_status(self, namespace, name, status):
+    async def get(self, api_version, kind, namespace, name):
+        return None
+
+    async def patch_status(self, namespace, name, status, kind="InferenceModel", resource_version=None):
         self.statuses.append(status)
 
     async def get(self, api_version, kind, namespace, name):

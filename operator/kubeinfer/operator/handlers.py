@@ -1,39 +1,49 @@
 """kopf wiring: the only module that imports kopf.
 
-Built explicitly by :func:`build_registry` (no import-time registration) with the
-reconciler and API injected. What triggers a reconcile pass:
+:class:`Handlers` holds what the handlers do, as plain methods (fast tests call them with a
+fake API); :func:`build_registry` registers them with kopf explicitly (no import-time
+registration). What triggers a reconcile pass of an InferenceModel:
 
-- an InferenceModel is created, its spec changes, or the operator starts (resume);
+- it is created, its spec changes, or the operator starts (kopf change handlers: resume);
 - an owned Deployment changes (status for the CR; drift of the Deployment is corrected);
-- every ``resync_seconds``, each InferenceModel (drift of the other owned objects).
+- its resync timer, every ``resync_seconds`` (drift of the other owned objects).
 
-And an InferenceEnsemble is reconciled when it is created, its spec changes or the operator
-starts; when its router Deployment changes; when an InferenceModel it refers to appears,
-disappears or changes readiness or served name (event-driven, so the ensemble follows its
-models); and every ``resync_seconds`` as a backstop.
+And of an InferenceEnsemble: the same three, plus any event of an InferenceModel it refers
+to (kopf index ``ensembles_by_model``: referenced model -> ensembles), so the ensemble
+follows its models.
 
-A permanent :class:`~kubeinfer.operator.reconcile.Failure` (invalid spec, object rejected
-by the API server) becomes a Warning Event and ``kopf.PermanentError``: no retries until
-the spec changes. Anything else is retried with a delay.
+Passes of one object never overlap (:class:`~kubeinfer.operator.reconcile.serial.Serial`:
+the timer, the Deployment's events and the models' events run outside the object's own
+kopf worker). A permanent :class:`~kubeinfer.operator.reconcile.Failure` (invalid spec,
+object rejected by the API server, name clash) becomes a Warning Event and
+``kopf.PermanentError`` — no retries until the spec changes; a temporary one is retried with
+its delay. In the background paths (timers, events of other objects) every error is caught
+per object and logged: one bad object never stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
 
 from kubeinfer.operator.api.v1alpha1 import API_VERSION, ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROUP, KIND, PLURAL, VERSION
 from kubeinfer.operator.k8s import ApiFailure, KubeApi
+from kubeinfer.operator.k8s.lease import LeaseTimings
 from kubeinfer.operator.reconcile import EnsembleReconciler, Failure, Reconciler, referenced_models
 from kubeinfer.operator.reconcile.reconciler import already_failed
+from kubeinfer.operator.reconcile.serial import Serial
 from kubeinfer.operator.render.common import MANAGED_BY
 from kubeinfer.operator.settings import OperatorSettings
 
 log = logging.getLogger("kubeinfer.operator")
 ANNOTATION_PREFIX = "kubeinfer.dev"
+# an index lookup: (namespace, model) -> names of the ensembles that refer to it
+EnsembleIndex = Mapping[tuple[str, str], Iterable[str]]
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
@@ -51,172 +61,211 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings)
     kopf_settings.networking.error_backoffs = [1, 2, 5, 10, 30]
 
 
-def _plain(body: Any) -> dict[str, Any]:
-    import copy
-
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A kopf body (a live view) as a plain dict of its own."""
     return copy.deepcopy({k: body[k] for k in body})
 
 
-async def _reconcile(reconciler: Any, body: dict[str, Any], raise_errors: bool) -> None:
-    try:
-        await reconciler.reconcile(body)
-    except Failure as failure:
-        if failure.permanent:
-            kopf.warn(body, reason=failure.reason, message=failure.message)
-            if raise_errors:
-                raise kopf.PermanentError(f"{failure.reason}: {failure.message}") from None
+def _ident(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace", ""), meta.get("name", "")
+
+
+def _live(body: Mapping[str, Any] | None) -> bool:
+    """Worth a pass: exists, not being deleted, not already found unreconcilable."""
+    return body is not None and not (body.get("metadata") or {}).get("deletionTimestamp") \
+        and not already_failed(dict(body))
+
+
+class Handlers:
+    """What the kopf handlers do; kopf-free apart from the outcome exceptions."""
+
+    def __init__(self, api: Any, models: Reconciler, ensembles: EnsembleReconciler,
+                 warn: Callable[..., None] = kopf.warn, concurrency: int = 16) -> None:
+        self.api = api
+        self.slots = asyncio.Semaphore(concurrency)  # passes at once, all objects together
+        self.warn = warn  # a Warning Event (kopf's poster; tests pass a recorder)
+        self.reconcilers: dict[str, Reconciler | EnsembleReconciler] = {KIND: models, ENSEMBLE_KIND: ensembles}
+        self.serial = Serial()
+
+    async def reconcile(self, kind: str, body: dict[str, Any], background: bool, light: bool = False) -> None:
+        """One pass, after any other pass of the same object. ``background``: errors are
+        logged, never raised (nothing would retry them but the next event or timer);
+        ``light``: see :meth:`~kubeinfer.operator.reconcile.reconciler.BaseReconciler.reconcile`."""
+        namespace, name = _ident(body)
+        async with self.serial((kind, namespace, name)), self.slots:
+            try:
+                await self.reconcilers[kind].reconcile(body, light=light)
+            except Failure as failure:
+                if failure.permanent:
+                    self.warn(body, reason=failure.reason, message=failure.message)
+                    if not background:
+                        raise kopf.PermanentError(f"{failure.reason}: {failure.message}") from None
+                elif not background:
+                    raise kopf.TemporaryError(failure.message, delay=failure.delay) from None
+                else:
+                    log.warning("%s %s/%s: %s (will retry)", kind, namespace, name, failure.message)
+            except Exception:
+                if not background:
+                    raise
+                log.exception("%s %s/%s: reconcile failed; the next event or resync retries", kind, namespace, name)
+
+    # --- kopf handlers -------------------------------------------------------------------
+
+    async def changed(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Created, spec changed, operator (re)started: kopf retries what this raises."""
+        await self.reconcile(kind, plain(body), background=False)
+
+    async def resync(self, kind: str, body: Mapping[str, Any]) -> None:
+        """The per-object timer: re-apply what it owns (drift), unless it cannot converge."""
+        if _live(body):
+            await self.reconcile(kind, plain(body), background=True)
+
+    async def model_event(self, body: Mapping[str, Any], type: str | None, ensembles_by_model: EnsembleIndex) -> None:
+        """Any event of an InferenceModel: re-run the ensembles that refer to it (existence,
+        readiness and served name of their models are part of their status)."""
+        if type is None:
+            return  # the initial listing: the ensembles' own resume handlers cover it
+        namespace, model = _ident(body)
+        for name in sorted(set(ensembles_by_model.get((namespace, model), ()))):
+            try:
+                ensemble = await self.api.get(API_VERSION, ENSEMBLE_KIND, namespace, name)
+            except ApiFailure as exc:
+                log.warning("cannot read InferenceEnsemble %s/%s: %s", namespace, name, exc)
+                continue
+            if _live(ensemble) and model in referenced_models(ensemble):
+                log.info("InferenceModel %s/%s changed: reconciling InferenceEnsemble %s", namespace, model, name)
+                await self.reconcile(ENSEMBLE_KIND, ensemble, background=True)
+
+    async def deployment_event(self, body: Mapping[str, Any]) -> None:
+        """A Deployment we manage changed: its owner's status follows (and drift is undone)."""
+        meta = body.get("metadata") or {}
+        owner = next((r for r in meta.get("ownerReferences") or []
+                      if r.get("kind") in self.reconcilers and r.get("controller")), None)
+        if owner is None:
             return
-        if raise_errors:
-            raise kopf.TemporaryError(failure.message, delay=failure.delay) from None
-        log.warning("%s/%s: %s (will retry)", body["metadata"]["namespace"], body["metadata"]["name"], failure.message)
+        try:
+            obj = await self.api.get(API_VERSION, owner["kind"], meta["namespace"], owner["name"])
+        except ApiFailure as exc:
+            log.warning("cannot read the owner of Deployment %s/%s: %s", meta["namespace"], meta["name"], exc)
+            return
+        if _live(obj) and obj["metadata"]["uid"] == owner["uid"]:
+            await self.reconcile(owner["kind"], obj, background=True, light=True)
 
 
-def _model_key(body: dict[str, Any] | None) -> tuple[bool, str | None, str | None] | None:
-    """What ensembles care about in an InferenceModel: exists, Ready, served name."""
-    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        return None
-    status = body.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    return True, ready.get("status"), status.get("modelName")
+def index_ensembles(namespace: str, name: str, body: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """The ``ensembles_by_model`` index entries of one InferenceEnsemble."""
+    return {(namespace, model): name for model in referenced_models(dict(body))}
 
 
-def build_registry(
-    settings: OperatorSettings,
-    api: KubeApi,
-    reconciler: Reconciler,
-    ensembles: EnsembleReconciler | None = None,
-) -> kopf.OperatorRegistry:
+def build_registry(settings: OperatorSettings, handlers: Handlers) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    resource = (GROUP, VERSION, PLURAL)
-    ensemble_resource = (GROUP, VERSION, ENSEMBLE_PLURAL)
-    ensembles = ensembles or EnsembleReconciler(api, reconciler.options)
-    tasks: list[asyncio.Task[None]] = []
-    # (namespace, name) -> _model_key of the last event seen for that InferenceModel
-    seen_models: dict[tuple[str, str], Any] = {}
-    # one pass at a time per ensemble: passes triggered by different events (its spec, its
-    # Deployment, a model) would otherwise race, and an older view of the models could
-    # overwrite a newer status
-    ensemble_locks: dict[tuple[str, str], asyncio.Lock] = {}
-
-    class _Serialized:
-        async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
-            meta = body["metadata"]
-            lock = ensemble_locks.setdefault((meta["namespace"], meta["name"]), asyncio.Lock())
-            async with lock:
-                return await ensembles.reconcile(body)
-
-    serialized = _Serialized()
-    reconcilers: dict[str, Any] = {KIND: reconciler, ENSEMBLE_KIND: serialized}
-
-    @kopf.on.startup(registry=registry)
-    async def startup(**_: Any) -> None:
-        tasks.append(asyncio.create_task(resync_forever(), name="kubeinfer-resync"))
+    models = (GROUP, VERSION, PLURAL)
+    ensembles = (GROUP, VERSION, ENSEMBLE_PLURAL)
+    every = settings.resync_seconds
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await api.close()
+        await handlers.api.close()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.resume(*resource, registry=registry)
-    @kopf.on.create(*resource, registry=registry)
-    @kopf.on.update(*resource, registry=registry)
-    async def reconcile_model(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(reconciler, _plain(body), raise_errors=True)
+    @kopf.index(*ensembles, id="ensembles_by_model", registry=registry)
+    def ensembles_by_model(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+        return index_ensembles(namespace, name, body)
 
-    @kopf.on.resume(*ensemble_resource, registry=registry)
-    @kopf.on.create(*ensemble_resource, registry=registry)
-    @kopf.on.update(*ensemble_resource, registry=registry)
-    async def reconcile_ensemble(body: kopf.Body, **_: Any) -> None:
-        await _reconcile(serialized, _plain(body), raise_errors=True)
+    @kopf.on.resume(*models, id="model_changed", registry=registry)
+    @kopf.on.create(*models, id="model_changed", registry=registry)
+    @kopf.on.update(*models, id="model_changed", registry=registry)
+    async def model_changed(body: kopf.Body, **_: Any) -> None:
+        await handlers.changed(KIND, body)
 
-    @kopf.on.event(*resource, registry=registry)
-    async def model_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-        """Re-run the ensembles that refer to a model whose existence, readiness or served
-        name changed (the model's own reconcile is the handlers above)."""
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace", ""), meta.get("name", ""))
-        state = None if type == "DELETED" else _model_key(_plain(body))
-        if key in seen_models and seen_models[key] == state:
-            return
-        first = key not in seen_models
-        seen_models[key] = state
-        if state is None:
-            seen_models.pop(key, None)
-        if first and type is None:
-            return  # the initial listing: the ensembles' own resume handlers cover it
-        await reconcile_referencing(key[0], key[1])
+    @kopf.on.resume(*ensembles, id="ensemble_changed", registry=registry)
+    @kopf.on.create(*ensembles, id="ensemble_changed", registry=registry)
+    @kopf.on.update(*ensembles, id="ensemble_changed", registry=registry)
+    async def ensemble_changed(body: kopf.Body, **_: Any) -> None:
+        await handlers.changed(ENSEMBLE_KIND, body)
 
-    async def reconcile_referencing(namespace: str, model: str) -> None:
-        try:
-            bodies = await api.list_inference_ensembles([namespace])
-        except ApiFailure as exc:
-            log.warning("cannot list the InferenceEnsembles of %s: %s", namespace, exc)
-            return
-        for ens in bodies:
-            if model in referenced_models(ens) and not ens["metadata"].get("deletionTimestamp"):
-                if not already_failed(ens):
-                    log.info("InferenceModel %s/%s changed: reconciling InferenceEnsemble %s", namespace, model,
-                             ens["metadata"]["name"])
-                    await _reconcile(serialized, ens, raise_errors=False)
+    @kopf.timer(*models, id="model_resync", interval=every, initial_delay=every, registry=registry)
+    async def model_resync(body: kopf.Body, **_: Any) -> None:
+        await handlers.resync(KIND, body)
 
-    @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY}, registry=registry)
-    async def deployment_changed(body: kopf.Body, **_: Any) -> None:
-        meta = body.get("metadata") or {}
-        owner = next(
-            (r for r in meta.get("ownerReferences") or [] if r.get("kind") in reconcilers and r.get("controller")),
-            None,
-        )
-        if owner is None:
-            return
-        try:
-            obj = await api.get(API_VERSION, owner["kind"], meta["namespace"], owner["name"])
-        except ApiFailure as exc:
-            log.warning("cannot read the owner of Deployment %s/%s: %s", meta["namespace"], meta["name"], exc)
-            return
-        if obj is None or obj["metadata"].get("deletionTimestamp") or obj["metadata"]["uid"] != owner["uid"]:
-            return
-        if not already_failed(obj):
-            await _reconcile(reconcilers[owner["kind"]], obj, raise_errors=False)
+    @kopf.timer(*ensembles, id="ensemble_resync", interval=every, initial_delay=every, registry=registry)
+    async def ensemble_resync(body: kopf.Body, **_: Any) -> None:
+        await handlers.resync(ENSEMBLE_KIND, body)
 
-    async def resync_forever() -> None:
-        while True:
-            await asyncio.sleep(settings.resync_seconds)
-            try:
-                models = await api.list_inference_models(settings.namespaces)
-            except ApiFailure as exc:
-                log.warning("resync: %s", exc)
-                continue
-            for model in models:
-                if not model["metadata"].get("deletionTimestamp") and not already_failed(model):
-                    await _reconcile(reconciler, model, raise_errors=False)
-            try:
-                bodies = await api.list_inference_ensembles(settings.namespaces)
-            except ApiFailure as exc:
-                log.warning("resync: %s", exc)
-                continue
-            for ens in bodies:
-                if not ens["metadata"].get("deletionTimestamp") and not already_failed(ens):
-                    await _reconcile(serialized, ens, raise_errors=False)
+    @kopf.on.event(*models, id="model_event", registry=registry)
+    async def model_event(body: kopf.Body, type: str | None, ensembles_by_model: kopf.Index, **_: Any) -> None:
+        await handlers.model_event(body, type, ensembles_by_model)
+
+    @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+                   id="deployment_event", registry=registry)
+    async def deployment_event(body: kopf.Body, **_: Any) -> None:
+        await handlers.deployment_event(body)
 
     return registry
 
 
+class LeadershipLost(Exception):
+    """The leader Lease could not be renewed: this process stopped acting."""
+
+
+async def _standby_liveness(url: str | None) -> Any:
+    """While waiting for the Lease, answer the liveness probe kopf answers once it runs."""
+    if not url:
+        return None
+    from urllib.parse import urlparse
+
+    from aiohttp import web
+
+    where = urlparse(url)
+    app = web.Application()
+    app.router.add_get(where.path or "/", lambda request: web.json_response({"standby": True}))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, where.hostname, where.port).start()
+    return runner
+
+
 async def run_operator(settings: OperatorSettings, api: KubeApi, liveness: str | None = None) -> None:
-    reconciler = Reconciler(api, settings.render_options())
-    registry = build_registry(settings, api, reconciler, EnsembleReconciler(api, settings.render_options()))
+    """Run the operator; with ``leader_election`` only while holding the Lease (raises
+    :class:`LeadershipLost` when it is lost: the process must exit, not go on acting)."""
+    handlers = Handlers(api, Reconciler(api, settings.render_options()),
+                        EnsembleReconciler(api, settings.render_options()),
+                        concurrency=settings.max_concurrent_reconciles)
     kopf_settings = kopf.OperatorSettings()
     configure_kopf(kopf_settings, settings)
-    await kopf.operator(
-        registry=registry,
-        settings=kopf_settings,
-        standalone=True,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=liveness,
-    )
+
+    def operator() -> Any:
+        return kopf.operator(
+            registry=build_registry(settings, handlers),
+            settings=kopf_settings,
+            standalone=True,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=liveness,
+        )
+
+    if not settings.leader_election:
+        await operator()
+        return
+    lease = api.leader_lease(settings.lease_namespace, settings.lease_name, settings.identity,
+                             LeaseTimings(settings.lease_seconds, settings.lease_seconds * 2 / 3,
+                                          max(0.5, settings.lease_seconds / 7.5)))
+    standby = await _standby_liveness(liveness)
+    try:
+        await lease.acquire()
+    finally:
+        if standby is not None:
+            await standby.cleanup()
+    running = asyncio.ensure_future(operator())
+    holding = asyncio.ensure_future(lease.hold())
+    done, _ = await asyncio.wait({running, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding in done:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        raise LeadershipLost(f"lease {settings.lease_namespace}/{settings.lease_name} lost")
+    holding.cancel()
+    await running

@@ -27,8 +27,11 @@ class ScalingPolicy(ApiModel):
     may be added or removed within ``periodSeconds`` (autoscaling/v2 HPAScalingPolicy)."""
 
     type: Literal["Pods", "Percent"]
+    """Pods: ``value`` is a number of pods; Percent: a percentage of the current replicas."""
     value: int = Field(ge=1)
+    """How many pods (or percent) may change within ``periodSeconds``."""
     period_seconds: int = Field(ge=1, le=1800)
+    """The window the policy holds over, in seconds (1-1800)."""
 
 
 class ScalingRules(ApiModel):
@@ -40,6 +43,8 @@ class ScalingRules(ApiModel):
     select_policy: Literal["Max", "Min", "Disabled"] = "Max"
     """Which policy wins when several allow different changes; Disabled: never scale this way."""
     policies: list[ScalingPolicy] = Field(min_length=1, max_length=8)
+    """How fast replicas may change (autoscaling/v2 HPAScalingPolicy): at most this many pods
+    or percent per period."""
 
 
 def _scale_up_default() -> ScalingRules:

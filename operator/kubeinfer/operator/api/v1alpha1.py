@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from kubeinfer.operator.api.autoscaling import Autoscaling
 from kubeinfer.operator.api.base import ApiModel
@@ -38,7 +38,31 @@ URI_PATTERN = r"^((https?|s3|gs)://[^/\s]+(/\S*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0
 IntOrString = Annotated[
     int | str, WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]})
 ]
-Quantities = dict[str, IntOrString]
+# a non-negative resource.Quantity (what controller-gen emits for one, without the sign):
+# 500m, 2, 1.5Gi, 10G, 1e3 — not "two cores", "1.5 GB"
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+PERCENT_PATTERN = r"^[0-9]+%$"
+
+
+def _int_or_string(pattern: str, what: str, example: str) -> Any:
+    """An int-or-string whose string form must match ``pattern`` (checked here and by the
+    API server, so a malformed value is refused at admission, never at apply)."""
+    schema = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+              "pattern": pattern, "description": f"{what}: {example}."}
+
+    def check(value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0 or isinstance(value, str) and not re.match(pattern, value):
+            raise ValueError(f"{value!r} is not {what} (e.g. {example})")
+        return value
+
+    return Annotated[int | str, AfterValidator(check), WithJsonSchema(schema)]
+
+
+Quantity = _int_or_string(QUANTITY_PATTERN, "a Kubernetes quantity", "500m, 2, 512Mi, 10Gi")
+IntOrPercent = _int_or_string(PERCENT_PATTERN, "a number of pods or a percentage of them", "1, 25%")
+Quantities = dict[str, Quantity]
 
 
 def _free_object(description: str) -> Any:
@@ -76,7 +100,7 @@ class ModelSource(_Model):
     credentials_secret: str | None = Field(default=None, max_length=253)
     """Secret whose keys become environment variables of the fetch init container
     (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)."""
-    storage_size: IntOrString | None = None
+    storage_size: Quantity | None = None
     """Size limit of the emptyDir the model is fetched into (e.g. 10Gi)."""
 
     @field_validator("uri")
@@ -99,7 +123,9 @@ class EnvVar(_Model):
     """An environment variable of the runtime container."""
 
     name: str = Field(min_length=1)
+    """Name of the environment variable."""
     value: str | None = None
+    """Value; $(VAR_NAME) references to earlier variables are expanded (core/v1 EnvVar)."""
     value_from: Annotated[dict[str, Any] | None, _free_object("Source for the value (core/v1 EnvVarSource).")] = None
 
 
@@ -107,17 +133,25 @@ class Toleration(_Model):
     """A core/v1 Toleration."""
 
     key: str | None = None
+    """Taint key the toleration applies to; empty with operator Exists matches all taints."""
     operator: Literal["Exists", "Equal"] | None = None
+    """Exists (any value) or Equal (the value below; the default)."""
     value: str | None = None
+    """Taint value the toleration matches (with operator Equal)."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
     toleration_seconds: int | None = None
+    """With effect NoExecute: how long the pod stays bound after the taint appears
+    (default: forever)."""
 
 
 class Resources(_Model):
     """Compute resources of the runtime container (core/v1 ResourceRequirements)."""
 
     requests: Quantities = Field(default_factory=dict)
+    """Resources reserved for the container (cpu, memory, ...), e.g. {cpu: 500m, memory: 1Gi}."""
     limits: Quantities = Field(default_factory=dict)
+    """Most the container may use (cpu is throttled, memory over the limit is OOM-killed)."""
 
 
 class RuntimeSpec(_Model):
@@ -126,15 +160,23 @@ class RuntimeSpec(_Model):
     image: str | None = None
     """Runtime image (default: the operator's configured image, same version as the operator)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """When the kubelet pulls the image (default: the operator's configured policy)."""
     resources: Resources = Field(default_factory=Resources)
+    """CPU, memory (and other) requests and limits of the runtime container."""
     gpus: int = Field(default=0, ge=0)
     """NVIDIA GPUs per pod: sets the nvidia.com/gpu limit and tolerates the nvidia.com/gpu taint."""
     env: list[EnvVar] = Field(default_factory=list)
+    """Extra environment variables of the runtime container (KUBEINFER_* settings too)."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a pod's node must have (e.g. {nvidia.com/gpu.product: NVIDIA-A10})."""
     tolerations: list[Toleration] = Field(default_factory=list)
+    """Taints the pods tolerate (the nvidia.com/gpu taint is tolerated when gpus > 0)."""
     affinity: Annotated[dict[str, Any] | None, _free_object("Pod affinity rules (core/v1 Affinity).")] = None
     service_account_name: str | None = None
+    """ServiceAccount the pods run as (default: the namespace's default), e.g. for
+    workload identity to read s3:// or gs:// models."""
     log_level: Literal["debug", "info", "warning", "error"] | None = None
+    """Log level of the runtime (KUBEINFER_LOG_LEVEL; default info)."""
     shutdown_delay_seconds: int = Field(default=5, ge=0, le=300)
     """Seconds a pod keeps serving after SIGTERM with readiness already false, so that
     endpoints drain before it stops accepting requests."""
@@ -148,9 +190,12 @@ class RuntimeSpec(_Model):
 class Rollout(_Model):
     """How updates roll out and how much disruption is allowed."""
 
-    max_surge: IntOrString = "25%"
-    max_unavailable: IntOrString = 0
-    pdb_max_unavailable: IntOrString = 1
+    max_surge: IntOrPercent = "25%"
+    """Pods created above the desired count during a rolling update (Deployment maxSurge)."""
+    max_unavailable: IntOrPercent = 0
+    """Pods that may be unavailable during a rolling update (Deployment maxUnavailable);
+    0 keeps full serving capacity while a new version starts."""
+    pdb_max_unavailable: IntOrPercent = 1
     """maxUnavailable of the PodDisruptionBudget guarding voluntary evictions."""
 
 
@@ -166,13 +211,16 @@ class InferenceModelSpec(_Model):
 
     model: ModelSource
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    """The runtime pods: image, resources, GPUs, scheduling, environment, shutdown."""
     replicas: int = Field(default=1, ge=0)
     """Number of runtime pods when autoscaling is not set (the scale subresource's target).
     Ignored, and immutable, while autoscaling is set: the autoscaler owns the replicas."""
     autoscaling: Autoscaling | None = None
     """Scale on pending requests (KEDA or an HPA); unset: run spec.replicas pods."""
     rollout: Rollout = Field(default_factory=Rollout)
+    """Rolling-update and disruption-budget settings."""
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    """Prometheus integration (a ServiceMonitor)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> InferenceModelSpec:
@@ -186,11 +234,18 @@ class Condition(_Model):
     """A status condition (metav1.Condition)."""
 
     type: str
+    """Ready (the model answers requests), Progressing (a rollout is under way) or
+    Degraded (stuck rollout, failed pods, or a spec that cannot be served)."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: str
+    """CamelCase reason (e.g. Available, ReplicasNotReady, InvalidSpec, NameClash)."""
     message: str = ""
+    """What happened, for a human; names the field for a bad spec."""
     last_transition_time: str | None = None
+    """When the status last changed (RFC 3339)."""
     observed_generation: int | None = None
+    """metadata.generation this condition was computed from."""
 
 
 class AutoscalerStatus(_Model):
@@ -198,14 +253,18 @@ class AutoscalerStatus(_Model):
 
     model_config = ConfigDict(extra="allow")
     kind: Literal["keda", "hpa"]
+    """The autoscaler in charge (spec.autoscaling.autoscaler)."""
     hpa_name: str
     """The HPA that scales the Deployment (keda-hpa-<name> for KEDA, <name> for hpa)."""
     current_replicas: int | None = None
+    """Replicas the HPA last saw."""
     desired_replicas: int | None = None
+    """Replicas the HPA last asked for."""
     current_pending_requests: str | None = None
     """The pending-request metric as the HPA last read it: average per replica (a quantity,
     e.g. 2500m = 2.5); unset while the HPA cannot read it."""
     last_scale_time: str | None = None
+    """When the HPA last changed the replicas (RFC 3339)."""
 
 
 class InferenceModelStatus(_Model):
@@ -213,18 +272,24 @@ class InferenceModelStatus(_Model):
 
     model_config = ConfigDict(extra="allow")
     observed_generation: int | None = None
+    """metadata.generation the operator last reconciled."""
     replicas: int | None = None
+    """Runtime pods that exist (the scale subresource's status)."""
     ready_replicas: int | None = None
+    """Runtime pods that are ready (model loaded and warmed up)."""
     updated_replicas: int | None = None
+    """Runtime pods running the current spec."""
     selector: str | None = None
     """Label selector of the pods (for the scale subresource and the HPA)."""
     url: str | None = None
     """In-cluster HTTP endpoint of the model (KServe v2 protocol)."""
     model_name: str | None = None
+    """Name the model is served under (the v2 path /v2/models/<modelName>)."""
     autoscaler: AutoscalerStatus | None = None
     """What the autoscaler (the HPA, or the HPA KEDA created) reports; set while
     spec.autoscaling is."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing and Degraded (metav1.Condition)."""
 
 
 # CEL rules the API server enforces (x-kubernetes-validations), keyed by the schema path
@@ -281,9 +346,10 @@ class TensorSpec(_Model):
     """An ensemble input or output tensor."""
 
     name: str = Field(min_length=1, max_length=128, pattern=TENSOR_NAME)
+    """Tensor name, as clients send (inputs) and receive (outputs) it."""
     datatype: Literal[V2_DATATYPES]  # type: ignore[valid-type]
     """KServe v2 datatype (FP32, INT64, UINT8, BYTES, ...)."""
-    dims: list[int] = Field(default_factory=list, max_length=16)
+    dims: list[Annotated[int, Field(ge=-1)]] = Field(default_factory=list, max_length=16)
     """Shape without the batch dimension when maxBatchSize > 0; -1 is variable."""
 
 
@@ -321,15 +387,22 @@ class RouterSpec(_Model):
     """The router Deployment (``kubeinfer route``) that serves the ensemble."""
 
     replicas: int = Field(default=1, ge=0)
+    """Number of router pods."""
     image: str | None = None
     """Router image (default: the operator's runtime image; the router is part of it)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """When the kubelet pulls the image (default: the operator's configured policy)."""
     resources: Resources = Field(default_factory=Resources)
+    """CPU and memory requests and limits of the router container."""
     env: list[EnvVar] = Field(default_factory=list)
+    """Extra environment variables of the router container."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a router pod's node must have."""
     tolerations: list[Toleration] = Field(default_factory=list)
+    """Taints the router pods tolerate."""
     affinity: Annotated[dict[str, Any] | None, _free_object("Pod affinity rules (core/v1 Affinity).")] = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
+    """Log level of the router (KUBEINFER_LOG_LEVEL; default info)."""
     max_inflight: int | None = Field(default=None, ge=1)
     """Requests executing at once per router pod; more are rejected with 503 (default 256)."""
     shutdown_delay_seconds: int = Field(default=5, ge=0, le=300)
@@ -347,11 +420,15 @@ class InferenceEnsembleSpec(_Model):
     max_batch_size: int = Field(default=0, ge=0)
     """> 0: tensors carry a leading batch dimension that dims exclude."""
     inputs: list[TensorSpec] = Field(min_length=1, max_length=64)
+    """Tensors a client sends; steps read them by name."""
     outputs: list[TensorSpec] = Field(min_length=1, max_length=64)
+    """Tensors returned to the client; each is written by a step."""
     steps: list[EnsembleStep] = Field(min_length=1, max_length=32)
     """The steps; they run as a DAG derived from the tensors they read and write."""
     router: RouterSpec = Field(default_factory=RouterSpec)
+    """The router pods: replicas, image, resources, scheduling."""
     rollout: Rollout = Field(default_factory=Rollout)
+    """Rolling-update and disruption-budget settings of the router."""
 
     @model_validator(mode="after")
     def _unique(self) -> InferenceEnsembleSpec:
@@ -368,14 +445,19 @@ class InferenceEnsembleStatus(_Model):
 
     model_config = ConfigDict(extra="allow")
     observed_generation: int | None = None
+    """metadata.generation the operator last reconciled."""
     url: str | None = None
     """In-cluster HTTP endpoint of the ensemble (KServe v2 protocol)."""
     model_name: str | None = None
+    """Name the ensemble is served under (the v2 path /v2/models/<modelName>)."""
     steps: str | None = None
     """Steps whose model is ready, of all steps (e.g. 2/3)."""
     replicas: int | None = None
+    """Router pods that exist."""
     ready_replicas: int | None = None
+    """Router pods that are ready."""
     conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing and Degraded (metav1.Condition)."""
 
 
 ENSEMBLE_CEL_RULES: dict[str, list[dict[str, str]]] = {

@@ -21,6 +21,8 @@ from lightkube.resources.core_v1 import ConfigMap, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
+from kubeinfer.operator.k8s.lease import LeaderLease, LeaseTimings
+
 from kubeinfer.operator.api.v1alpha1 import ENSEMBLE_KIND, ENSEMBLE_PLURAL, GROUP, KIND, PLURAL, VERSION
 
 InferenceModel = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
@@ -43,6 +45,11 @@ _KINDS: dict[tuple[str, str], Any] = {
 }
 
 
+# what the API server answers (with a 500) when a server-side apply patch cannot even be
+# typed: a field value of the wrong form, e.g. a resource quantity "two cores"
+_MALFORMED = ("quantities must match the regular expression", "failed to create typed patch object")
+
+
 class ApiFailure(Exception):
     """A request failed; ``status`` is the HTTP status (0 when the server was not reached)."""
 
@@ -52,9 +59,19 @@ class ApiFailure(Exception):
         self.message = message
 
     @property
+    def malformed(self) -> bool:
+        """The object carries a value of the wrong form: the spec it came from is at fault."""
+        return self.status in (400, 500) and any(m in self.message for m in _MALFORMED)
+
+    @property
     def rejected(self) -> bool:
         """The server refused the object itself: retrying the same request cannot help."""
-        return self.status in (400, 403, 404, 422)
+        return self.status in (400, 403, 404, 422) or self.malformed
+
+    @property
+    def conflict(self) -> bool:
+        """A precondition (resourceVersion) no longer held: the object changed meanwhile."""
+        return self.status == 409
 
 
 def _failure(exc: Exception, what: str) -> ApiFailure:
@@ -64,7 +81,7 @@ def _failure(exc: Exception, what: str) -> ApiFailure:
         # not a Status body: e.g. "404 page not found" for a kind the server does not serve
         # (KEDA or the Prometheus Operator not installed)
         return ApiFailure(exc.response.status_code, f"{what}: {exc}")
-    return ApiFailure(0, f"{what}: {exc}")
+    return ApiFailure(0, f"{what}: {type(exc).__name__} {exc}".rstrip())
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -89,6 +106,10 @@ class KubeApi:
 
     async def close(self) -> None:
         await self._client.close()
+
+    def leader_lease(self, namespace: str, name: str, identity: str, timings: LeaseTimings | None = None) -> LeaderLease:
+        """A candidate for the operator's leader Lease, on this connection."""
+        return LeaderLease(self._client, namespace, name, identity, timings or LeaseTimings())
 
     async def apply(self, manifest: dict[str, Any], field_manager: str | None = None) -> dict[str, Any]:
         """Server-side apply as the operator's field manager (or ``field_manager``), taking
@@ -163,14 +184,20 @@ class KubeApi:
         """InferenceEnsembles in ``namespaces`` (all namespaces when empty)."""
         return await self._list(InferenceEnsemble, "InferenceEnsembles", namespaces)
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any], kind: str = KIND) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], kind: str = KIND, resource_version: str | None = None
+    ) -> None:
         """Merge-patch the status subresource (conditions are replaced as one list) of an
-        InferenceModel, or of an InferenceEnsemble with ``kind``."""
+        InferenceModel, or of an InferenceEnsemble with ``kind``. With ``resource_version``
+        the write only lands on that version of the object (else 409: :attr:`ApiFailure.conflict`)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
         try:
             await self._client.patch(
                 _STATUS[kind],
                 name,
-                {"status": status},
+                patch,
                 namespace=namespace,
                 patch_type=PatchType.MERGE,
             )

@@ -15,16 +15,30 @@ changes, so the ensemble follows its models without manual action.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import API_VERSION, ENSEMBLE_KIND, KIND, InferenceEnsembleSpec
 from kubeinfer.operator.k8s import ApiFailure
-from kubeinfer.operator.reconcile.reconciler import Failure, apply_objects, status_changed, utcnow
-from kubeinfer.operator.reconcile.status import condition, deployment_conditions, failed_status, merge_conditions
+from kubeinfer.operator.reconcile.reconciler import (
+    BaseReconciler,
+    Failure,
+    apply_objects,
+    check_names,
+    deployment_only,
+    spec_problems,
+    status_changed,
+    write_status,
+)
+from kubeinfer.operator.reconcile.status import (
+    condition,
+    deployment_conditions,
+    merge_conditions,
+    parse_status,
+    ready_condition,
+)
 from kubeinfer.operator.render import (
     EnsembleTarget,
     InvalidSpec,
@@ -36,12 +50,6 @@ from kubeinfer.operator.render import (
 )
 
 log = logging.getLogger("kubeinfer.operator")
-
-
-class Api(Protocol):
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
-    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any], kind: str = KIND) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,7 @@ def parse_ensemble(body: dict[str, Any]) -> tuple[str, str, str, InferenceEnsemb
     try:
         spec = InferenceEnsembleSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = "spec." + ".".join(str(p) for p in err["loc"]) if err["loc"] else "spec"
-            problems.append(f"{where}: {err['msg']}")
-        raise InvalidSpec("; ".join(problems)) from None
+        raise InvalidSpec(spec_problems(exc)) from None
     return meta["name"], meta["namespace"], meta["uid"], spec
 
 
@@ -77,11 +81,11 @@ def referenced_models(body: dict[str, Any]) -> set[str]:
 def model_state(name: str, im: dict[str, Any] | None) -> ModelState:
     if im is None or (im.get("metadata") or {}).get("deletionTimestamp"):
         return ModelState(name, found=False, ready=False, model_name=name)
-    status = im.get("status") or {}
-    served = status.get("modelName") or ((im.get("spec") or {}).get("model") or {}).get("name") or name
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    ok = ready.get("status") == "True"
-    why = ": ".join(x for x in (ready.get("reason"), ready.get("message")) if x) or "no status yet"
+    status = parse_status(im)
+    served = status.model_name or ((im.get("spec") or {}).get("model") or {}).get("name") or name
+    ready = ready_condition(status)
+    ok = ready is not None and ready.status == "True"
+    why = ": ".join(x for x in (ready.reason, ready.message) if x) if ready else "no status yet"
     return ModelState(name, found=True, ready=ok, model_name=served, why=why)
 
 
@@ -99,17 +103,8 @@ def models_condition(spec: InferenceEnsembleSpec, states: dict[str, ModelState],
     return None
 
 
-class EnsembleReconciler:
-    def __init__(self, api: Api, options: RenderOptions, clock: Callable[[], str] = utcnow) -> None:
-        self.api = api
-        self.options = options
-        self.clock = clock
-
-    async def _fail(self, body: dict[str, Any], reason: str, message: str) -> Failure:
-        meta = body["metadata"]
-        status = failed_status(reason, message, meta.get("generation"), body.get("status"), self.clock())
-        await self.api.patch_status(meta["namespace"], meta["name"], status, kind=ENSEMBLE_KIND)
-        return Failure(reason, message, permanent=True)
+class EnsembleReconciler(BaseReconciler):
+    kind = ENSEMBLE_KIND
 
     async def _models(self, namespace: str, spec: InferenceEnsembleSpec) -> dict[str, ModelState]:
         states = {}
@@ -117,13 +112,13 @@ class EnsembleReconciler:
             states[ref] = model_state(ref, await self.api.get(API_VERSION, KIND, namespace, ref))
         return states
 
-    async def reconcile(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Converge one InferenceEnsemble; returns the status written. Raises :class:`Failure`."""
+    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
+        """One pass for one InferenceEnsemble; returns the status written. Raises :class:`Failure`."""
         meta = body["metadata"]
         try:
             name, namespace, uid, spec = parse_ensemble(body)
         except InvalidSpec as exc:
-            raise await self._fail(body, "InvalidSpec", str(exc)) from None
+            raise await self.fail(body, "InvalidSpec", str(exc)) from None
         try:
             states = await self._models(namespace, spec)
         except ApiFailure as exc:
@@ -138,19 +133,25 @@ class EnsembleReconciler:
         try:
             objects = render_ensemble(target, self.options)
         except InvalidSpec as exc:
-            raise await self._fail(body, "InvalidSpec", str(exc)) from None
+            raise await self.fail(body, "InvalidSpec", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a bug must not become a retry loop
+            raise await self.render_failed(body, exc) from None
 
         try:
-            deployment = await apply_objects(self.api, objects)
+            if light:
+                deployment = await apply_objects(self.api, deployment_only(objects))
+            else:
+                clash = await check_names(self.api, objects, uid, ENSEMBLE_KIND)
+                if clash:
+                    raise await self.fail(body, "NameClash", clash)
+                deployment = await apply_objects(self.api, objects)
         except ApiFailure as exc:
-            if exc.rejected:
-                raise await self._fail(body, "ApplyRejected", exc.message) from None
-            raise Failure("ApiUnavailable", exc.message, permanent=False) from None
+            raise await self.apply_failed(body, exc) from None
 
         status = ensemble_status(target, self.options, states, deployment, meta.get("generation"),
                                  body.get("status"), self.clock())
         if status_changed(body.get("status") or {}, status):
-            await self.api.patch_status(namespace, name, status, kind=ENSEMBLE_KIND)
+            await write_status(self.api, body, status, ENSEMBLE_KIND)
             ready = status["conditions"][0]
             log.info("InferenceEnsemble %s/%s: Ready=%s %s %s", namespace, name, ready["status"],
                      ready["reason"], ready["message"])

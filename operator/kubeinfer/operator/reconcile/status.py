@@ -8,12 +8,16 @@ is Available with at least one ready pod), ``Progressing`` (a rollout is under w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from kubeinfer.operator.api.v1alpha1 import Condition, InferenceEnsembleStatus, InferenceModelStatus
 from kubeinfer.operator.render import RenderOptions, Target, url
 from kubeinfer.operator.render.common import selector_string
 
 Conditions = list[dict[str, Any]]
+AnyStatus = TypeVar("AnyStatus", InferenceModelStatus, InferenceEnsembleStatus)
 
 
 def condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
@@ -115,3 +119,16 @@ def failed_status(
         "observedGeneration": generation,
         "conditions": merge_conditions(new, (old or {}).get("conditions") or [], generation, now),
     }
+
+
+def parse_status(body: dict[str, Any] | None, model: type[AnyStatus] = InferenceModelStatus) -> AnyStatus:  # type: ignore[assignment]
+    """``body.status`` as the typed status model, parsed once; a status this operator did
+    not write (or an older, unreadable one) counts as empty."""
+    try:
+        return model.model_validate((body or {}).get("status") or {})
+    except ValidationError:
+        return model()
+
+
+def ready_condition(status: InferenceModelStatus | InferenceEnsembleStatus) -> Condition | None:
+    return next((c for c in status.conditions if c.type == "Ready"), None)

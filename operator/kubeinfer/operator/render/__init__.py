@@ -48,6 +48,9 @@ OWNED_KINDS = (
 def render_all(t: Target, options: RenderOptions) -> list[dict[str, Any]]:
     """Everything ``t`` owns, in apply order. Raises :class:`InvalidSpec`."""
     text = config_text(t)
+    if t.spec.monitoring.service_monitor and not options.service_monitors:
+        raise InvalidSpec("spec.monitoring.serviceMonitor: this operator creates no ServiceMonitors (installed "
+                          "with the chart value monitoring.perModelServiceMonitors=false)")
     objects: list[dict[str, Any] | None] = [
         config_map(t, text) if text is not None else None,
         deployment(t, options, text),

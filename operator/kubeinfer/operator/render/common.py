@@ -43,6 +43,8 @@ class RenderOptions:
     cluster_domain: str = "cluster.local"
     prometheus_address: str = "http://prometheus-operated.monitoring.svc:9090"
     """Prometheus that KEDA triggers query when a model names none."""
+    service_monitors: bool = True
+    """The operator may create ServiceMonitors (the chart's monitoring.perModelServiceMonitors)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,11 @@ file over the repository's config (see ``kubeinfer fetch --config``).
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterator
 from typing import Any
+
+from google.protobuf.json_format import ParseError
 
 from kubeinfer.operator.render.common import InvalidSpec, Target, config_map_name, metadata
 from kubeinfer.runtime.config.model import ModelConfig
@@ -40,8 +44,41 @@ def model_config(t: Target) -> ModelConfig | None:
 
 
 def config_text(t: Target) -> str | None:
+    """``config.pbtxt`` of the inline config; a value protobuf refuses (out of its field's
+    range, say) is an :class:`InvalidSpec` naming the field."""
     config = model_config(t)
-    return None if config is None else to_pbtxt(config)
+    if config is None:
+        return None
+    try:
+        return to_pbtxt(config)
+    except (ParseError, ValueError, TypeError) as exc:
+        data = config.to_json(exclude_defaults=True)
+        where = _field_path(data, re.findall(r"Failed to parse (\w+) field", str(exc)))
+        reason = re.sub(r"^(Failed to parse \w+ field: )+", "", str(exc)).rstrip(".")
+        raise InvalidSpec(f"spec.model.config.{where}: {reason}") from None
+
+
+def _paths(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield prefix + (str(key),)
+            yield from _paths(value, prefix + (str(key),))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _paths(value, prefix[:-1] + (f"{prefix[-1]}[{i}]",) if prefix else (f"[{i}]",))
+
+
+def _field_path(data: dict[str, Any], names: list[str]) -> str:
+    """Where in the config the field protobuf names sits (its messages name only the
+    innermost fields): the first path ending with those names, e.g. ``dynamic_batching.
+    max_queue_delay_microseconds`` for ``max_queue_delay_microseconds``."""
+    if not names:
+        return "(config)"
+    for path in _paths(data):
+        bare = [re.sub(r"\[\d+\]$", "", p) for p in path]
+        if bare[-len(names):] == names:
+            return ".".join(path)
+    return ".".join(names)
 
 
 def config_hash(text: str | None) -> str:
