@@ -229,3 +229,20 @@ def kube_cluster() -> Iterator[KubeCluster]:
                     env=script_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     check=False, timeout=300,
                 )
+
+
+@pytest.fixture(scope="session")
+def metrics_bins(kube_cluster: KubeCluster) -> Path:
+    """The metrics stack's bin directory (Prometheus, KEDA's operator and metrics API server;
+    KEDA's CRDs in its sibling ``crds/``), built from Go modules by e2e/metrics/build.sh
+    (cold: tens of minutes on 2 cores; cached: a second)."""
+    cache = Path(os.environ.get("KUBEINFER_CACHE", Path.home() / ".cache" / "kubeinfer"))
+    log_path = cache / "metrics-build.log"
+    print(f"\n[metrics_bins] building the metrics stack (log: {log_path})", file=sys.stderr)
+    with open(log_path, "w") as fh:
+        proc = subprocess.run(["bash", str(E2E_DIR / "metrics" / "build.sh")], stdout=subprocess.PIPE,
+                              stderr=fh, text=True, timeout=3600)
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+        pytest.fail(f"e2e/metrics/build.sh failed ({proc.returncode}); {log_path}:\n{tail}", pytrace=False)
+    return Path(proc.stdout.strip().splitlines()[-1])

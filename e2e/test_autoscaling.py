@@ -42,7 +42,6 @@ from e2e.test_operator import SYSTEM_NS, _helm, _sa_kubeconfig, condition, get
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD = REPO / "e2e" / "metrics" / "build.sh"
 MODEL = "held"
 RESYNC_SECONDS = 4
 
@@ -83,20 +82,6 @@ class TritonPythonModel:
 
 def log(msg: str) -> None:
     print(f"[autoscaling] {msg}", file=sys.stderr, flush=True)
-
-
-@pytest.fixture(scope="module")
-def metrics_bins(kube_cluster) -> Path:
-    """Prometheus and KEDA from Go modules (cold: tens of minutes on 2 cores; cached: a second)."""
-    cache = Path(os.environ.get("KUBEINFER_CACHE", Path.home() / ".cache" / "kubeinfer"))
-    log_path = cache / "metrics-build.log"
-    log(f"building the metrics stack (log: {log_path})")
-    with open(log_path, "w") as fh:
-        proc = subprocess.run(["bash", str(BUILD)], stdout=subprocess.PIPE, stderr=fh, text=True, timeout=3600)
-    if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
-        pytest.fail(f"e2e/metrics/build.sh failed ({proc.returncode}); {log_path}:\n{tail}", pytrace=False)
-    return Path(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -98,9 +98,12 @@ def assert_hardened(pod: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def chart(kube_cluster) -> Iterator[list[dict]]:
-    """The whole chart, rendered by helm and applied into a restricted namespace."""
+def chart(kube_cluster, metrics_bins) -> Iterator[list[dict]]:
+    """The whole chart, rendered by helm and applied into a restricted namespace; KEDA's
+    CRDs too (no KEDA controller: the operator's ScaledObjects just exist), so the chart's
+    default KEDA rules are exercised."""
     c = kube_cluster
+    c.kubectl("apply", "--server-side", "-f", str(metrics_bins.parent / "crds"))
     c.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     for crd in ("inferencemodels", "inferenceensembles"):
         c.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubeinfer.dev", "--timeout=60s")
@@ -197,14 +200,18 @@ def test_runtime_and_router_pods_are_admitted_and_rbac_is_what_the_operator_uses
     try:
         restricted_namespace(c, ns)
         docs = [d for d in yaml.safe_load_all(PIPELINE.read_text()) if d]
-        # one more model that owns everything a model can own: a ConfigMap and an HPA
+        # two more models that own everything a model can own: a ConfigMap and an HPA, and
+        # a KEDA ScaledObject (the default autoscaler)
         extra = {"apiVersion": "kubeinfer.dev/v1alpha1", "kind": "InferenceModel", "metadata": {"name": "extra"},
                  "spec": {"model": {"uri": "s3://b/m", "config": {"max_batch_size": 8}},
-                          "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}}
-        apply(c, ns, *docs, extra)
+                          "autoscaling": {"autoscaler": "hpa", "minReplicas": 1, "maxReplicas": 3}}}
+        scaled = {**extra, "metadata": {"name": "extra-keda"},
+                  "spec": {"model": {"uri": "s3://b/m"}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}}
+        apply(c, ns, *docs, extra, scaled)
         wait_for("InferenceEnsemble Ready", lambda: condition(
             get(c, "inferenceensemble", "digits-pipeline", "-n", ns), "Ready").get("status") == "True", timeout=WAIT)
         wait_for("HPA of 'extra'", lambda: get(c, "hpa", "extra", "-n", ns), timeout=WAIT)
+        wait_for("ScaledObject of 'extra-keda'", lambda: get(c, "scaledobject", "extra-keda", "-n", ns), timeout=WAIT)
         pods = all_pods_admitted(c, ns)
         routers = [p for p in pods if p["spec"]["containers"][0]["command"][:2] == ["kubeinfer", "route"]]
         runtimes = [p for p in pods if p["spec"]["containers"][0]["command"][:2] == ["kubeinfer", "serve"]]
@@ -215,7 +222,10 @@ def test_runtime_and_router_pods_are_admitted_and_rbac_is_what_the_operator_uses
         # what is no longer wanted is deleted: the ConfigMap and the HPA
         c.kubectl("patch", "im", "extra", "-n", ns, "--type", "json", "-p", json.dumps(
             [{"op": "remove", "path": "/spec/model/config"}, {"op": "remove", "path": "/spec/autoscaling"}]))
-        wait_for("HPA and ConfigMap of 'extra' deleted", lambda: get(c, "hpa", "extra", "-n", ns) is None
+        c.kubectl("patch", "im", "extra-keda", "-n", ns, "--type", "json", "-p", json.dumps(
+            [{"op": "remove", "path": "/spec/autoscaling"}]))
+        wait_for("HPA, ScaledObject and ConfigMap deleted", lambda: get(c, "hpa", "extra", "-n", ns) is None
+                 and get(c, "scaledobject", "extra-keda", "-n", ns) is None
                  and not [m for m in (get(c, "configmaps", "-n", ns) or {"items": []})["items"]
                           if m["metadata"]["name"].startswith("extra")], timeout=WAIT)
         # a spec the API server accepts but the operator cannot render: an Event

@@ -47,7 +47,7 @@ or deleted; ConfigMaps and HPAs come and go, so they are also read and deleted. 
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["create", "patch"]
