@@ -119,7 +119,14 @@ def _keda(docs: Docs, mp: pytest.MonkeyPatch) -> None:
 
 
 def _no_keda(docs: Docs, mp: pytest.MonkeyPatch) -> None:
+    # off: no RBAC for ScaledObjects, and the operator says so in the model's status
+    # instead of failing its apply on the missing permission; HPAs still render
     assert _keda_rules(docs) == []
+    options = operator_settings(docs, mp).render_options()
+    with pytest.raises(InvalidSpec, match="spec.autoscaling.autoscaler"):
+        render_all(make_target(autoscaling={"maxReplicas": 3}), options)
+    hpa = make_target(autoscaling={"autoscaler": "hpa", "maxReplicas": 3})
+    assert any(o["kind"] == "HorizontalPodAutoscaler" for o in render_all(hpa, options))
 
 
 # value path -> (--set arguments, check of the rendered chart)
@@ -218,6 +225,7 @@ def test_defaults_are_what_the_operator_runs_with(helm, monkeypatch):  # noqa: F
     assert settings.resync_seconds == values["resyncSeconds"]
     assert settings.namespaces == values["watchNamespaces"]
     assert settings.service_monitors is values["monitoring"]["perModelServiceMonitors"]
+    assert settings.keda is values["autoscaling"]["keda"]
     assert settings.leader_election is values["leaderElection"]["enabled"]
 
 

@@ -48,6 +48,9 @@ class OperatorSettings(BaseSettings):
     service_monitors: bool = True
     """Create the ServiceMonitor an InferenceModel asks for (spec.monitoring.serviceMonitor);
     off when the Prometheus Operator is not installed (or not granted to the operator)."""
+    keda: bool = True
+    """Create KEDA ScaledObjects (spec.autoscaling.autoscaler: keda); off when KEDA is not
+    installed (or not granted to the operator): such models are then an invalid spec."""
 
     leader_election: bool = False
     """Act only while holding the Lease ``lease_namespace``/``lease_name`` (more than one
@@ -77,4 +80,5 @@ class OperatorSettings(BaseSettings):
             cluster_domain=self.cluster_domain,
             prometheus_address=self.prometheus_address,
             service_monitors=self.service_monitors,
+            keda=self.keda,
         )

@@ -51,6 +51,9 @@ def render_all(t: Target, options: RenderOptions) -> list[dict[str, Any]]:
     if t.spec.monitoring.service_monitor and not options.service_monitors:
         raise InvalidSpec("spec.monitoring.serviceMonitor: this operator creates no ServiceMonitors (installed "
                           "with the chart value monitoring.perModelServiceMonitors=false)")
+    if t.spec.autoscaling is not None and t.spec.autoscaling.autoscaler == "keda" and not options.keda:
+        raise InvalidSpec("spec.autoscaling.autoscaler: keda: this operator creates no KEDA ScaledObjects "
+                          "(installed with the chart value autoscaling.keda=false); use autoscaler: hpa")
     objects: list[dict[str, Any] | None] = [
         config_map(t, text) if text is not None else None,
         deployment(t, options, text),

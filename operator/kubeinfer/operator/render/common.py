@@ -45,6 +45,8 @@ class RenderOptions:
     """Prometheus that KEDA triggers query when a model names none."""
     service_monitors: bool = True
     """The operator may create ServiceMonitors (the chart's monitoring.perModelServiceMonitors)."""
+    keda: bool = True
+    """The operator may create KEDA ScaledObjects (the chart's autoscaling.keda)."""
 
 
 @dataclass(frozen=True)
