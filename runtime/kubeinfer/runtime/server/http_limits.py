@@ -44,6 +44,8 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kubeinfer.runtime.server.http_cycle import disconnected
+
 log = logging.getLogger(__name__)
 
 
@@ -114,6 +116,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cls = type(self)
         if cls._sweeper is None or cls._sweeper.done():
             cls._sweeper = self.loop.create_task(_sweep(cls, self.connections))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        super().connection_lost(exc)
+        disconnected(cycle)  # a waiting infer request learns of it (http_cycle)
 
     def resume(self) -> None:
         """Read this connection again after it was left unread for a shed request."""

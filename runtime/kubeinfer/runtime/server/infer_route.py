@@ -2,8 +2,11 @@
 
 This is the hot path, so it skips FastAPI's routing, dependency injection and pydantic:
 read the body, decode straight into numpy, hand the request to the servable, encode with
-orjson. While the request waits, a watcher on the connection cancels it if the client
-disconnects, so an abandoned request never reaches the backend.
+orjson. If the client disconnects while the request waits, the request is cancelled, so an
+abandoned request never reaches the backend: under uvicorn's httptools protocol the lost
+connection says so itself (``http_cycle.watch_disconnect``), elsewhere a watcher task
+reads ``http.disconnect``. Under that protocol a response goes out in one write
+(``http_cycle.reply_whole``), else as the two ASGI messages.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from kubeinfer.runtime.errors import InferError, InvalidInput, NotFound
 from kubeinfer.runtime.protocol.rest import decode_request, encode_response, error_body
 from kubeinfer.runtime.servable import Servable
 from kubeinfer.runtime.server.errors import http_status, message
+from kubeinfer.runtime.server.http_cycle import reply_whole, watch_disconnect
 
 log = logging.getLogger(__name__)
 
 _JSON = [(b"content-type", b"application/json")]
 _RETRY = [*_JSON, (b"retry-after", b"1")]  # with 503: not ready, queue full
+_BINARY = (b"content-type", b"application/octet-stream")
 _HEADER_LEN = b"inference-header-content-length"
 
 
@@ -93,13 +98,19 @@ class InferRoute:
                         raise _TooLarge()
             body = await self._read_body(receive)
             request = decode_request(body, header_length)
-            watcher = asyncio.ensure_future(receive())
             task = asyncio.current_task()
-            watcher.add_done_callback(lambda f: _on_disconnect(f, task))
-            try:
-                response = await self.servable.infer(request)
-            finally:
-                watcher.cancel()
+            if watch_disconnect(send, lambda: task.cancel(_GONE)):
+                try:
+                    response = await self.servable.infer(request)
+                finally:
+                    watch_disconnect(send, None)
+            else:
+                watcher = asyncio.ensure_future(receive())
+                watcher.add_done_callback(lambda f: _on_disconnect(f, task))
+                try:
+                    response = await self.servable.infer(request)
+                finally:
+                    watcher.cancel()
             payload, json_length = encode_response(
                 response, request, self.servable.labels, self.servable.batched
             )
@@ -123,11 +134,7 @@ class InferRoute:
         if json_length is None:
             await _send(send, 200, payload, _JSON)
         else:
-            headers = [
-                (b"content-type", b"application/octet-stream"),
-                (b"inference-header-content-length", str(json_length).encode()),
-            ]
-            await _send(send, 200, payload, headers)
+            await _send(send, 200, payload, [_BINARY, (_HEADER_LEN, b"%d" % json_length)])
 
     async def _read_body(self, receive) -> bytes:
         chunks = []
@@ -172,6 +179,8 @@ def _on_disconnect(fut: asyncio.Future, task: asyncio.Task | None) -> None:
 
 
 async def _send(send, status: int, body: bytes, headers) -> None:
+    if reply_whole(send, status, b"".join(k + b": " + v + b"\r\n" for k, v in headers), body):
+        return
     await send(
         {
             "type": "http.response.start",
