@@ -23,10 +23,9 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kubeinfer.runtime.config.model import normalize_datatype
-from kubeinfer.runtime.config.readers import parse_pbtxt
-from kubeinfer.runtime.errors import ConfigError
-from kubeinfer.router.errors import EnsembleError
+from kubeinfer.spec.config.readers import parse_pbtxt
+from kubeinfer.spec.datatypes import normalize_datatype
+from kubeinfer.spec.errors import ConfigError, EnsembleError
 
 
 #: seconds a step may take to answer unless the definition or a flag says otherwise
