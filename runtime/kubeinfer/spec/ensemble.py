@@ -8,7 +8,8 @@ DAG from tensor dependencies (a step depends on the steps producing its inputs),
 unknown tensors, tensors produced twice, outputs never produced, unused tensors (as Triton
 does: an ensemble input no step reads, a step output mapped to a tensor that nothing reads
 and that is no ensemble output) and cycles, and resolves each step's timeout.
-``signatures.check_signatures`` then compares the DAG with the step models themselves.
+``kubeinfer.router.signatures.check_signatures`` then compares the DAG with the step models
+themselves (that needs them running: the router does it, the operator cannot).
 Everything here is pure: no network, no event loop. Every problem is reported with the
 step and tensor it is about.
 """
