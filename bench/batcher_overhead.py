@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kubeinfer.runtime.batching import DynamicBatcher
-from kubeinfer.runtime.config.model import DynamicBatching
+from kubeinfer.spec.config.model import DynamicBatching
 from kubeinfer.runtime.stats import ModelStats
 from kubeinfer.runtime.types import InferRequest
 

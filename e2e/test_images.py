@@ -145,8 +145,9 @@ def test_dockerfiles_agree_with_each_other_and_the_pods():
         assert _ops(final, "EXPOSE") == [f"{HTTP_PORT} {GRPC_PORT} {METRICS_PORT}"], name
         # `kubeinfer fetch` of s3:// needs boto3, which no runtime extra brings
         assert "boto3" in _arg_default(parsed[name]["stages"][1], "EXTRA_REQUIREMENTS"), name
-    assert _arg_default(parsed["runtime"]["stages"][1], "EXTRAS") == "onnx"
-    assert set(_arg_default(parsed["runtime-gpu"]["stages"][1], "EXTRAS").split(",")) == {"gpu", "torch", "tensorrt"}
+    assert _arg_default(parsed["runtime"]["stages"][1], "EXTRAS") == "serve,onnx"
+    assert set(_arg_default(parsed["runtime-gpu"]["stages"][1], "EXTRAS").split(",")) == {"serve", "gpu", "torch", "tensorrt"}
+    # the operator image carries no data plane (#12): the operator extra only
     assert _arg_default(parsed["operator"]["stages"][1], "EXTRAS") == "operator"
     assert json.loads(_ops(parsed["operator"]["stages"][2], "ENTRYPOINT")[0]) == ["kubeinfer", "operator"]
     # the build context keeps what the Dockerfiles COPY

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 @pytest.mark.parametrize(("model", "dims", "out_dims"), [("mlp", [64], [10]), ("resnet18", [3, 224, 224], [1000])])
 def test_serve_script_writes_the_peers_config(tmp_path, model, dims, out_dims):
-    from kubeinfer.runtime.config import load_config
+    from kubeinfer.spec.config import load_config
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / f"{model}.onnx").write_bytes(b"not used: the server is not started")
     env = dict(os.environ, BENCH_ROOT=str(tmp_path), PORT="8199", KUBEINFER_PYTHON="true")

@@ -117,7 +117,7 @@ def _onnx_io(path: Path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_config_parses_and_matches_onnx(built, name):
-    import kubeinfer.runtime.config as config_mod
+    import kubeinfer.spec.config as config_mod
     cfg = config_mod.load_config(built / name)
     assert cfg is not None
     assert cfg.name == name
@@ -141,7 +141,7 @@ def test_config_parses_and_matches_onnx(built, name):
 
 
 def test_expected_max_batch_sizes(built):
-    from kubeinfer.runtime.config import load_config
+    from kubeinfer.spec.config import load_config
     assert {n: load_config(built / n).max_batch_size for n in NAMES} == {
         "digits": 64,
         "classification": 8,

@@ -15,7 +15,7 @@ from kubeinfer.operator.reconcile import EnsembleReconciler, Failure, referenced
 from kubeinfer.operator.render import InvalidSpec, RenderOptions, render_ensemble
 from kubeinfer.operator.render.deployment import deployment
 from kubeinfer.operator.render.ensemble import DEFINITION_FILE
-from kubeinfer.router.graph import build_graph, load_definition
+from kubeinfer.spec.ensemble import build_graph, load_definition
 
 CRD_FILE = "kubeinfer.dev_inferenceensembles.yaml"
 ENSEMBLES = example_docs("InferenceEnsemble")

@@ -11,7 +11,7 @@ import pytest
 from kubeinfer.router.client import CallContext
 from kubeinfer.router.errors import StepFailed, StepRejected, StepTimedOut, StepUnavailable
 from kubeinfer.router.executor import Executor
-from kubeinfer.router.graph import EnsembleDef, build_graph
+from kubeinfer.spec.ensemble import EnsembleDef, build_graph
 from kubeinfer.router.health import StepHealth
 from kubeinfer.router.stats import EnsembleStats
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubeinfer.router.errors import EnsembleError
-from kubeinfer.router.graph import (
+from kubeinfer.spec.ensemble import (
     DEFAULT_STEP_TIMEOUT, EnsembleDef, build_graph, from_triton_config, load_definition, parse_endpoints,
 )
 from kubeinfer.router.signatures import check_signatures

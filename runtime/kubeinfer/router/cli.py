@@ -39,7 +39,7 @@ async def route(settings) -> int:
     from kubeinfer.runtime.server.run import metrics_endpoint, run_servers
     from kubeinfer.router.client import ClientSettings
     from kubeinfer.router.forwarding import ForwardHeaders
-    from kubeinfer.router.graph import build_graph, load_definition
+    from kubeinfer.spec.ensemble import build_graph, load_definition
     from kubeinfer.router.readiness import ServerReadiness
     from kubeinfer.router.servable import EnsembleServable
     from kubeinfer.router.stats import EnsembleMetrics
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from kubeinfer.runtime.errors import ConfigError
     from kubeinfer.runtime.server.run import run_main
     from kubeinfer.runtime.settings import cli_overrides
-    from kubeinfer.router.graph import parse_endpoints
+    from kubeinfer.spec.ensemble import parse_endpoints
     from kubeinfer.router.settings import RouterSettings
 
     overrides = cli_overrides(args, "endpoint")

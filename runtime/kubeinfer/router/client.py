@@ -22,7 +22,7 @@ from kubeinfer.runtime.errors import InvalidInput
 from kubeinfer.runtime.protocol import tensors
 from kubeinfer.router import http1
 from kubeinfer.router.errors import StepFailed, StepRejected, StepUnavailable
-from kubeinfer.router.graph import Step
+from kubeinfer.spec.ensemble import Step
 
 _HEADER_LEN = "inference-header-content-length"
 

@@ -9,15 +9,15 @@
 | any other status, or a malformed response        | ``StepFailed``    | 500  |
 
 Every message names the step and its model and carries the model's own error text.
+``EnsembleError`` (an invalid definition) is the specification's, re-exported here.
 """
 
 from __future__ import annotations
 
-from kubeinfer.runtime.errors import BackendError, ConfigError, DeadlineExceeded, InvalidInput, ModelNotReady
+from kubeinfer.runtime.errors import BackendError, DeadlineExceeded, InvalidInput, ModelNotReady
+from kubeinfer.spec.errors import EnsembleError
 
-
-class EnsembleError(ConfigError):
-    """The ensemble definition is invalid (found while loading or at startup)."""
+__all__ = ["EnsembleError", "StepError", "StepFailed", "StepRejected", "StepTimedOut", "StepUnavailable"]
 
 
 class StepError:

@@ -23,9 +23,9 @@ import numpy as np
 
 from kubeinfer.router.client import CallContext
 from kubeinfer.router.errors import StepFailed, StepRejected, StepTimedOut, StepUnavailable
-from kubeinfer.router.graph import Graph, Step
 from kubeinfer.router.health import StepHealth
 from kubeinfer.router.stats import EnsembleStats, now_wall_ns
+from kubeinfer.spec.ensemble import Graph, Step
 
 #: calls one step: (step, feed, context, timeout_us) -> the step's outputs
 StepCall = Callable[[Step, dict[str, np.ndarray], CallContext, int], Awaitable[dict[str, np.ndarray]]]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from kubeinfer.runtime.errors import InferError
-from kubeinfer.router.graph import Graph, Step
+from kubeinfer.spec.ensemble import Graph, Step
 
 log = logging.getLogger(__name__)
 

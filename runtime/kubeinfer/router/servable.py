@@ -26,10 +26,10 @@ from kubeinfer.router import forwarding
 from kubeinfer.router.client import CallContext, ClientSettings, StepClient
 from kubeinfer.router.errors import StepError
 from kubeinfer.router.executor import Executor
-from kubeinfer.router.graph import Graph
 from kubeinfer.router.health import StepHealth
 from kubeinfer.router.signatures import check_signatures
 from kubeinfer.router.stats import EnsembleStats
+from kubeinfer.spec.ensemble import Graph
 
 log = logging.getLogger(__name__)
 

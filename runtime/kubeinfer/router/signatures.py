@@ -8,7 +8,7 @@ fetches the documents, this module only compares them. Every problem names its s
 
 from __future__ import annotations
 
-from kubeinfer.router.graph import Graph
+from kubeinfer.spec.ensemble import Graph
 
 
 def _fmt(datatype: str, shape: list[int]) -> str:

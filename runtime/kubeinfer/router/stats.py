@@ -10,8 +10,8 @@ import time
 
 from kubeinfer.runtime.metrics import MetricsRenderer, format_labels, format_value
 from kubeinfer.runtime.stats import Duration, ModelStats
-from kubeinfer.router.graph import Graph, Step
 from kubeinfer.router.health import StepHealth
+from kubeinfer.spec.ensemble import Graph, Step
 
 #: step failure kinds (the ``reason`` label of the step failure counter)
 STEP_FAILURES = ("REJECTED", "UNAVAILABLE", "TIMEOUT", "CANCELLED", "FAILED")

@@ -1,10 +1,13 @@
-"""KServe v2 datatypes and their numpy equivalents."""
+"""KServe v2 datatypes (named in ``kubeinfer.spec.datatypes``) and their numpy equivalents."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from kubeinfer.runtime.errors import InvalidInput
+from kubeinfer.spec.datatypes import DATATYPES
+
+__all__ = ["DATATYPES", "element_size", "from_numpy", "to_numpy"]
 
 _V2_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -22,8 +25,6 @@ _V2_TO_NUMPY: dict[str, np.dtype] = {
     "BYTES": np.dtype(np.object_),
 }
 _NUMPY_TO_V2 = {v: k for k, v in _V2_TO_NUMPY.items()}
-
-DATATYPES = frozenset(_V2_TO_NUMPY)
 
 
 def to_numpy(datatype: str) -> np.dtype:

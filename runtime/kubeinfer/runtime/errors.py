@@ -2,10 +2,18 @@
 
 Every failure the runtime can report to a client is one of these classes. They carry a
 message meant for the client and nothing about transport: the single mapping from error
-kind to HTTP and gRPC status lives in ``kubeinfer.runtime.server.errors``.
+kind to HTTP and gRPC status lives in ``kubeinfer.runtime.server.errors``. ``ConfigError``
+(a startup problem, never sent to a client) is the specification's, re-exported here.
 """
 
 from __future__ import annotations
+
+from kubeinfer.spec.errors import ConfigError
+
+__all__ = [
+    "BackendError", "Cancelled", "ConfigError", "DeadlineExceeded", "InferError", "InvalidInput",
+    "ModelNotReady", "NotFound", "QueueFull", "Unsupported",
+]
 
 
 class InferError(Exception):
@@ -59,7 +67,3 @@ class BackendError(InferError):
     """The backend failed while executing the request."""
 
     reason = "BACKEND"
-
-
-class ConfigError(Exception):
-    """A model repository or configuration problem found at startup."""

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubeinfer.runtime.backends.base import Backend
-from kubeinfer.runtime.config import ModelConfig, load_config
-from kubeinfer.runtime.config.model import InputConfig, OutputConfig
 from kubeinfer.runtime.errors import ConfigError
+from kubeinfer.spec.config import ModelConfig, load_config
+from kubeinfer.spec.config.model import InputConfig, OutputConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kubeinfer.runtime.batching import DynamicBatcher
-from kubeinfer.runtime.config.model import DynamicBatching, QueuePolicy
+from kubeinfer.spec.config.model import DynamicBatching, QueuePolicy
 from kubeinfer.runtime.errors import BackendError, DeadlineExceeded, ModelNotReady, QueueFull
 
 GUARD = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubeinfer.runtime.batching.policy import BatchPolicy, Pending, shape_key
-from kubeinfer.runtime.config.model import DynamicBatching, QueuePolicy
+from kubeinfer.spec.config.model import DynamicBatching, QueuePolicy
 from kubeinfer.runtime.errors import QueueFull
 
 US = 1_000

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kubeinfer.runtime.batching.sequence import SequenceBatcher
-from kubeinfer.runtime.config.model import SequenceBatching
+from kubeinfer.spec.config.model import SequenceBatching
 from kubeinfer.runtime.errors import BackendError, InvalidInput, ModelNotReady, QueueFull
 from kubeinfer.runtime.types import InferRequest
 from tests.runtime.batching.conftest import RecordingStats

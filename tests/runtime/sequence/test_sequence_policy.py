@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kubeinfer.runtime.batching.sequence_policy import SeqRequest, SequencePolicy
-from kubeinfer.runtime.config.model import SequenceBatching
+from kubeinfer.spec.config.model import SequenceBatching
 from kubeinfer.runtime.errors import InvalidInput, QueueFull
 from kubeinfer.runtime.types import InferRequest
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from kubeinfer.runtime.config import load_config, parse_pbtxt
-from kubeinfer.runtime.config.readers import to_pbtxt
+from kubeinfer.spec.config import load_config, parse_pbtxt
+from kubeinfer.spec.config.readers import to_pbtxt
 from kubeinfer.runtime.errors import ConfigError
 
 PBTXT = """

@@ -1,8 +1,8 @@
 """The model config ConfigMap: an inline ``spec.model.config`` rendered as ``config.pbtxt``.
 
-The inline config (Triton's ModelConfig fields, snake_case) is validated with the runtime's
-own :class:`~kubeinfer.runtime.config.ModelConfig`, so a config the runtime would refuse is
-an invalid spec here, before any pod starts. The fetch init container copies the rendered
+The inline config (Triton's ModelConfig fields, snake_case) is validated with
+:class:`~kubeinfer.spec.config.ModelConfig`, the class the runtime reads configs into, so a
+config the runtime would refuse is an invalid spec here, before any pod starts. The fetch init container copies the rendered
 file over the repository's config (see ``kubeinfer fetch --config``).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 from google.protobuf.json_format import ParseError
 
 from kubeinfer.operator.render.common import InvalidSpec, Target, config_map_name, metadata
-from kubeinfer.runtime.config.model import ModelConfig
-from kubeinfer.runtime.config.readers import to_pbtxt, validate
-from kubeinfer.runtime.errors import ConfigError
+from kubeinfer.spec.config.model import ModelConfig
+from kubeinfer.spec.config.readers import to_pbtxt, validate
+from kubeinfer.spec.errors import ConfigError
 
 CONFIG_FILE = "config.pbtxt"
 BACKENDS = {"onnx": "onnxruntime", "pytorch": "pytorch", "tensorrt": "tensorrt", "python": "python"}

@@ -4,7 +4,7 @@
 The definition is the router's own YAML form (``docs/router.md``), with every step's
 ``endpoint`` already resolved (the reconciler turns each ``modelRef`` into the model's
 Service URL and served name). It is checked here with the router's own parser and graph
-builder, so a pipeline the router would refuse (unknown tensor, cycle, tensor produced
+builder (:mod:`kubeinfer.spec.ensemble`), so a pipeline the router would refuse (unknown tensor, cycle, tensor produced
 twice, ...) is an invalid spec before any pod starts. The Deployment has the model
 Deployment's hardening, ports and probes; only the startup probe differs: a router is live
 at once and stays not-ready until its step models are, which may take long.
@@ -39,8 +39,8 @@ from kubeinfer.operator.render.deployment import (
     scrape_annotations,
 )
 from kubeinfer.operator.render.network import pod_disruption_budget, service
-from kubeinfer.router.errors import EnsembleError
-from kubeinfer.router.graph import EnsembleDef, build_graph
+from kubeinfer.spec.ensemble import EnsembleDef, build_graph
+from kubeinfer.spec.errors import EnsembleError
 
 DEFINITION_DIR = "/etc/kubeinfer/ensemble"
 DEFINITION_FILE = "ensemble.yaml"

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from kubeinfer.runtime.types import TensorSpec
+from kubeinfer.spec.types import TensorSpec
 
 
 class Backend(ABC):

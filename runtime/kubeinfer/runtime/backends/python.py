@@ -45,7 +45,7 @@ from kubeinfer.runtime.backends import python_api
 from kubeinfer.runtime.backends.base import Backend
 from kubeinfer.runtime.datatypes import to_numpy
 from kubeinfer.runtime.errors import BackendError, ConfigError
-from kubeinfer.runtime.types import TensorSpec
+from kubeinfer.spec.types import TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from kubeinfer.runtime.backends.base import Backend
 from kubeinfer.runtime.errors import BackendError, ConfigError
-from kubeinfer.runtime.types import TensorSpec
+from kubeinfer.spec.types import TensorSpec
 
 log = logging.getLogger(__name__)
 

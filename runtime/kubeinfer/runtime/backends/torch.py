@@ -40,7 +40,7 @@ import numpy as np
 from kubeinfer.runtime.backends.base import Backend
 from kubeinfer.runtime.datatypes import to_numpy
 from kubeinfer.runtime.errors import BackendError, ConfigError
-from kubeinfer.runtime.types import TensorSpec
+from kubeinfer.spec.types import TensorSpec
 
 log = logging.getLogger(__name__)
 

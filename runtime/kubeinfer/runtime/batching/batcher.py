@@ -51,7 +51,7 @@ from kubeinfer.runtime.batching.inline import INLINE_BELOW_NS, InlinePolicy
 from kubeinfer.runtime.batching.interface import ExecuteFn, ExecuteRequestsFn, StatsSink
 from kubeinfer.runtime.batching.lifecycle import DrainingScheduler
 from kubeinfer.runtime.batching.policy import BatchPolicy, Pending, shape_key
-from kubeinfer.runtime.config.model import DynamicBatching
+from kubeinfer.spec.config.model import DynamicBatching
 from kubeinfer.runtime.errors import (
     BackendError,
     Cancelled,

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kubeinfer.runtime.config.model import DynamicBatching, QueuePolicy
+from kubeinfer.spec.config.model import DynamicBatching, QueuePolicy
 from kubeinfer.runtime.errors import QueueFull
 from kubeinfer.runtime.types import InferRequest
 

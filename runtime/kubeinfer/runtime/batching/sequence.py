@@ -48,7 +48,7 @@ from kubeinfer.runtime.batching.sequence_policy import (
     SequenceId,
     SequencePolicy,
 )
-from kubeinfer.runtime.config.model import SequenceBatching, SequenceControl, SequenceState
+from kubeinfer.spec.config.model import SequenceBatching, SequenceControl, SequenceState
 from kubeinfer.runtime.datatypes import to_numpy
 from kubeinfer.runtime.errors import (
     BackendError,

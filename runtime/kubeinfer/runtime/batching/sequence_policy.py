@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, NamedTuple
 
-from kubeinfer.runtime.config.model import SequenceBatching
+from kubeinfer.spec.config.model import SequenceBatching
 from kubeinfer.runtime.errors import InvalidInput, QueueFull
 from kubeinfer.runtime.types import InferRequest
 

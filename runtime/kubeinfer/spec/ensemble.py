@@ -8,7 +8,8 @@ DAG from tensor dependencies (a step depends on the steps producing its inputs),
 unknown tensors, tensors produced twice, outputs never produced, unused tensors (as Triton
 does: an ensemble input no step reads, a step output mapped to a tensor that nothing reads
 and that is no ensemble output) and cycles, and resolves each step's timeout.
-``signatures.check_signatures`` then compares the DAG with the step models themselves.
+``kubeinfer.router.signatures.check_signatures`` then compares the DAG with the step models
+themselves (that needs them running: the router does it, the operator cannot).
 Everything here is pure: no network, no event loop. Every problem is reported with the
 step and tensor it is about.
 """
@@ -23,10 +24,9 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kubeinfer.runtime.config.model import normalize_datatype
-from kubeinfer.runtime.config.readers import parse_pbtxt
-from kubeinfer.runtime.errors import ConfigError
-from kubeinfer.router.errors import EnsembleError
+from kubeinfer.spec.config.readers import parse_pbtxt
+from kubeinfer.spec.datatypes import normalize_datatype
+from kubeinfer.spec.errors import ConfigError, EnsembleError
 
 
 #: seconds a step may take to answer unless the definition or a flag says otherwise

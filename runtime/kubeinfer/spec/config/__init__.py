@@ -1,6 +1,6 @@
 """Model configuration: Triton's ModelConfig as one typed pydantic model, and its readers."""
 
-from kubeinfer.runtime.config.model import ModelConfig
-from kubeinfer.runtime.config.readers import load_config, parse_pbtxt
+from kubeinfer.spec.config.model import ModelConfig
+from kubeinfer.spec.config.readers import load_config, parse_pbtxt
 
 __all__ = ["ModelConfig", "load_config", "parse_pbtxt"]

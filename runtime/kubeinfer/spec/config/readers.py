@@ -14,21 +14,15 @@ import yaml
 from google.protobuf import json_format, text_format
 from pydantic import ValidationError
 
-from kubeinfer.runtime.config.model import ModelConfig
-from kubeinfer.runtime.errors import ConfigError
+from kubeinfer.spec.config.model import ModelConfig
+from kubeinfer.spec.errors import ConfigError
+from kubeinfer.spec.proto.model_config_pb2 import ModelConfig as ModelConfigMessage
 
 CONFIG_FILES = ("config.pbtxt", "config.yaml", "config.yml", "config.json")
 
 
-def _pb2():
-    # Triton's generated module ships with tritonclient; imported lazily (it is large).
-    from tritonclient.grpc import model_config_pb2
-
-    return model_config_pb2
-
-
 def pbtxt_to_dict(text: str, source: str = "config.pbtxt") -> dict[str, Any]:
-    message = _pb2().ModelConfig()
+    message = ModelConfigMessage()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as exc:
@@ -53,7 +47,7 @@ def parse_pbtxt(text: str, source: str = "config.pbtxt") -> ModelConfig:
 
 def to_pbtxt(config: ModelConfig) -> str:
     """Render a config back to protobuf text format (used by the operator's ConfigMap)."""
-    message = _pb2().ModelConfig()
+    message = ModelConfigMessage()
     json_format.ParseDict(config.to_json(exclude_defaults=True), message)
     return text_format.MessageToString(message)
 

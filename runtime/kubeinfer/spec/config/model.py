@@ -19,22 +19,12 @@ from pydantic import (
     model_validator,
 )
 
-from kubeinfer.runtime.datatypes import DATATYPES
-from kubeinfer.runtime.types import TensorSpec
+from kubeinfer.spec.datatypes import normalize_datatype, type_name
+from kubeinfer.spec.types import TensorSpec
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-def normalize_datatype(value: str) -> str:
-    """``TYPE_FP32`` (config.pbtxt) and ``FP32`` (v2) are the same; ``TYPE_STRING`` is BYTES."""
-    name = value.upper().removeprefix("TYPE_")
-    if name == "STRING":
-        name = "BYTES"
-    if name not in DATATYPES:
-        raise ValueError(f"unsupported data_type '{value}'")
-    return name
 
 
 class TensorConfig(_Strict):
@@ -117,13 +107,6 @@ ControlKind = Literal[
 ]
 
 
-def _type_name(datatype: str | None) -> str | None:
-    """``FP32`` -> ``TYPE_FP32`` (Triton's JSON and config.pbtxt spelling)."""
-    if datatype is None:
-        return None
-    return "TYPE_STRING" if datatype == "BYTES" else "TYPE_" + datatype
-
-
 class SequenceControl(_Strict):
     """One control signal of a control input (Triton's ``ModelSequenceBatching.Control``).
 
@@ -145,7 +128,7 @@ class SequenceControl(_Strict):
 
     @field_serializer("data_type")
     def _dt_out(self, v: str | None) -> str | None:
-        return _type_name(v)
+        return type_name(v)
 
     @model_validator(mode="after")
     def _values(self) -> SequenceControl:
@@ -200,7 +183,7 @@ class SequenceInitialState(_Strict):
 
     @field_serializer("data_type")
     def _dt_out(self, v: str) -> str | None:
-        return _type_name(v)
+        return type_name(v)
 
     @model_validator(mode="after")
     def _source(self) -> SequenceInitialState:
@@ -224,7 +207,7 @@ class SequenceState(_Strict):
 
     @field_serializer("data_type")
     def _dt_out(self, v: str) -> str | None:
-        return _type_name(v)
+        return type_name(v)
 
     @field_validator("dims")
     @classmethod
@@ -395,5 +378,5 @@ class ModelConfig(_Strict):
         """The config as ``/v2/models/{m}/config`` returns it (Triton's JSON)."""
         data = self.model_dump(exclude_none=True, exclude_defaults=exclude_defaults)
         for t in [*data.get("input", []), *data.get("output", [])]:
-            t["data_type"] = "TYPE_STRING" if t["data_type"] == "BYTES" else "TYPE_" + t["data_type"]
+            t["data_type"] = type_name(t["data_type"])
         return data

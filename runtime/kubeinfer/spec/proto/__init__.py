@@ -1,0 +1,1 @@
+"""Protobuf messages the specification parses and writes (vendored, see model_config_pb2)."""
