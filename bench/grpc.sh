@@ -15,7 +15,7 @@
 #      BENCH_MAX_BATCH (32) BENCH_MAX_DELAY_US (2000) BENCH_ORT_THREADS (1): read by the start scripts
 #      KUBEINFER_PYTHON, BENCH_HARNESS: as for bench/run.sh
 # Output in BENCH_OUT: grpc.jsonl, grpc.md (table), raw/grpc_* (perf_analyzer's text + CSV,
-#      /stats after each cell), logs/grpc-*.log, rss.jsonl + rss.md.
+#      /stats after each cell), logs/grpc-*.log, grpc-env.txt, freeze-pa.txt, rss.jsonl + rss.md.
 # Every perf_analyzer run is bounded: at most TRIALS windows, under a hard `timeout`.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); REPO=$(cd "$HERE/.." && pwd)
@@ -53,6 +53,7 @@ fi
 PA_LIB=$("$PA_PY" -c 'import nvidia.cuda_runtime, os; print(os.path.join(list(nvidia.cuda_runtime.__path__)[0], "lib"))')
 PA=(env "LD_LIBRARY_PATH=$PA_LIB" "$PA_VENV/bin/perf_analyzer")
 PA_VERSION=$("${PA[@]}" --version 2>&1) || { echo "perf_analyzer does not run: $PA_VERSION" >&2; exit 1; }
+"$PA_PY" -m pip freeze 2>/dev/null > "$OUT/freeze-pa.txt" || true
 mkdir -p "$ROOT/pa"
 for m in mlp resnet18; do "$PA_PY" "$HERE/pa.py" inputs "$ROOT/payloads" "$m" "$ROOT/pa/$m.input.json"; done
 {

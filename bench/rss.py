@@ -5,7 +5,8 @@ the listening process's session (the benchmark starts every server with ``setsid
 session holds all of the server's processes: workers of a process pool, Ray's actors, which
 have process groups of their own) and, while a load generator is running against that port
 (a ``wrk`` or ``perf_analyzer`` process whose command line names it), write one JSON line with
-VmRSS and VmHWM of every process of that session. Runs until SIGTERM/SIGINT or until
+VmRSS and VmHWM of every process of that session (less --exclude-comm: by default the
+``tee`` with which bench/servers/kubeinfer/serve.sh copies its log). Runs until SIGTERM/SIGINT or until
 ``--until-pid`` exits.
 
 ``report``: the samples as a markdown table, one row per server x transport x model x body:
@@ -128,14 +129,14 @@ def loads() -> dict[int, dict]:
     return found
 
 
-def session_processes(sid: int) -> list[dict]:
+def session_processes(sid: int, exclude: frozenset[str] = frozenset()) -> list[dict]:
     procs = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         pid = int(name)
         st = _stat(pid)
-        if st is None or st[2] != sid:
+        if st is None or st[2] != sid or st[0] in exclude:
             continue
         mem = _status(pid)
         if "VmRSS" not in mem:  # kernel threads, zombies
@@ -151,6 +152,7 @@ def sample(args: argparse.Namespace) -> int:
     for item in args.targets.split(","):
         label, _, port = item.rpartition("=")
         targets[int(port)] = label or port
+    exclude = frozenset(c for c in args.exclude_comm.split(",") if c)
     stop = False
 
     def on_signal(*_):
@@ -173,7 +175,7 @@ def sample(args: argparse.Namespace) -> int:
                     st = _stat(lst[port])
                     if st is None:
                         continue
-                    procs = session_processes(st[2])
+                    procs = session_processes(st[2], exclude)
                     rec = {"t": round(time.time(), 3), "label": targets[port], "port": port, "sid": st[2],
                            **what, "procs": procs}
                     out.write(json.dumps(rec) + "\n")
@@ -232,6 +234,8 @@ def main() -> int:
     s.add_argument("--targets", required=True, help="LABEL=PORT,... (the servers' listening ports)")
     s.add_argument("--out", required=True, help="JSON lines, appended")
     s.add_argument("--interval", type=float, default=1.0, help="seconds between samples (1)")
+    s.add_argument("--exclude-comm", default="tee",
+                   help="process names left out (default tee: serve.sh's copy of its log, not the server)")
     s.add_argument("--until-pid", type=int, default=0, help="stop when this process exits")
     r = sub.add_parser("report")
     r.add_argument("files", nargs="+")
