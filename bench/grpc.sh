@@ -31,6 +31,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2;;
   esac
 done
+sel_labels=$(awk '!/^[[:space:]]*(#|$)/ {print $1}' "$CONF" | sort -u | while read -r l; do
+  if [ -z "$ONLY" ] || [[ ",$ONLY," == *",$l,"* ]]; then echo "$l"; fi; done)
+[ -n "$sel_labels" ] || { echo "[grpc] no gRPC target among --only $ONLY ($CONF): nothing to do"; exit 0; }
 CONCS=${BENCH_GRPC_CONC:-${BENCH_CONC:-1,8,64}}; MODELS=${BENCH_GRPC_MODELS:-mlp,resnet18}
 WINDOW=${BENCH_GRPC_WINDOW_MS:-5000}; WARMUP=${BENCH_GRPC_WARMUP_MS:-$(( ${BENCH_WARMUP:-3} * 1000 ))}
 STAB=${BENCH_GRPC_STABILITY:-}
@@ -140,6 +143,8 @@ while read -r label url gport cmd models <&3; do
       if [ "$WARMUP" -gt 0 ]; then
         timeout -k 5 $(( WARMUP / 1000 + 60 )) "${PA[@]}" "${common[@]}" --measurement-interval "$WARMUP" \
           --max-trials 1 > "${base}_warmup.txt" 2>&1 < /dev/null
+        # as the harness pauses after its warm-up: let the server finish what is still queued
+        "$PA_PY" "$HERE/pa.py" drain "127.0.0.1:$gport" "$m" "$ROOT/payloads"
       fi
       args=("${common[@]}" --measurement-interval "$WINDOW" --max-trials "$TRIALS"
             --stability-percentage "${STAB:-1000000}" -v -f "$base.csv")

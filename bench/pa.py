@@ -2,6 +2,7 @@
 
   pa.py inputs PAYLOADS MODEL OUT.json     the harness's fixed request tensor as perf_analyzer --input-data
   pa.py check HOST:PORT MODEL PAYLOADS     one gRPC ModelInfer, OUTPUT0 compared with the in-process reference
+  pa.py drain HOST:PORT MODEL PAYLOADS     wait until the server has finished what the warm-up left
   pa.py record --csv F ... --out R.jsonl   perf_analyzer's CSV (-f) as one JSON line
   pa.py report R.jsonl                     the gRPC cells as a markdown table
 """
@@ -43,15 +44,28 @@ def check(a: argparse.Namespace) -> int:
             i = grpcclient.InferInput(t["name"], list(arr.shape), "FP32")
             i.set_data_from_numpy(arr)
             ins.append(i)
-        res = client.infer(a.model, ins, outputs=[grpcclient.InferRequestedOutput("OUTPUT0")], client_timeout=60)
+        res = client.infer(a.model, ins, outputs=[grpcclient.InferRequestedOutput("OUTPUT0")], client_timeout=120)
         got = res.as_numpy("OUTPUT0")
     finally:
         client.close()
     ok = got is not None and got.shape == ref.shape and np.allclose(got, ref, rtol=1e-3, atol=1e-4)
     err = float(np.max(np.abs(got - ref))) if got is not None and got.shape == ref.shape else None
-    print(f"CHECK {'OK' if ok else 'FAIL'} grpc://{a.url} {a.model}: shape {None if got is None else got.shape} "
-          f"max_abs_err {err}")
+    if not getattr(a, "quiet", False):
+        print(f"CHECK {'OK' if ok else 'FAIL'} grpc://{a.url} {a.model}: shape {None if got is None else got.shape} "
+              f"max_abs_err {err}")
     return 0 if ok else 1
+
+
+def drain(a: argparse.Namespace) -> int:
+    """Wait until the server has finished what the warm-up left queued: one more request over
+    gRPC, which the server's FIFO batcher answers only after the work queued ahead of it."""
+    import time
+
+    t0 = time.monotonic()
+    a.quiet = True
+    rc = check(a)
+    print(f"  (drained: a probe request took {time.monotonic() - t0:.1f} s{'' if rc == 0 else ', and FAILED'})")
+    return 0
 
 
 def record(a: argparse.Namespace) -> int:
@@ -137,6 +151,10 @@ def main() -> int:
     p.add_argument("url", help="HOST:PORT of the gRPC endpoint")
     p.add_argument("model")
     p.add_argument("payloads")
+    p = sub.add_parser("drain")
+    p.add_argument("url", help="HOST:PORT of the gRPC endpoint")
+    p.add_argument("model")
+    p.add_argument("payloads")
     p = sub.add_parser("record")
     for opt in ("--label", "--url", "--model", "--csv", "--text", "--out", "--cmd", "--error"):
         p.add_argument(opt, default="")
@@ -146,7 +164,7 @@ def main() -> int:
     p = sub.add_parser("report")
     p.add_argument("results")
     a = ap.parse_args()
-    return {"inputs": inputs, "check": check, "record": record, "report": report}[a.sub](a)
+    return {"inputs": inputs, "check": check, "drain": drain, "record": record, "report": report}[a.sub](a)
 
 
 if __name__ == "__main__":
