@@ -49,7 +49,7 @@ if ! "$PA_PY" -c 'import tritonclient.grpc' 2>/dev/null || [ ! -x "$PA_VENV/bin/
   rm -rf "$PA_VENV"
   "$(command -v python3.11 || command -v python3)" -m venv "$PA_VENV" && "$PA_PY" -m pip install -q -r "$HERE/requirements-pa.txt" || { echo "venv-pa failed" >&2; exit 1; }
 fi
-if ! ldconfig -p | grep -q 'libb64\.so\.0d'; then
+if ! ldconfig -p | grep 'libb64\.so\.0d' > /dev/null; then
   echo "[grpc] apt-get install libb64-0d (perf_analyzer links it)"
   { apt-get install -y -q libb64-0d || { apt-get update -q && apt-get install -y -q libb64-0d; }; } > "$OUT/logs/grpc-apt.log" 2>&1 || { echo "libb64-0d install failed (see logs/grpc-apt.log)" >&2; exit 1; }
 fi
