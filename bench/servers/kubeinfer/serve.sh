@@ -5,14 +5,15 @@
 # (onnxruntime CPU, 1 intra-op / 1 inter-op thread, dynamic batching max 32 / 2 ms,
 # 1 instance), then execs `kubeinfer serve`.
 # Usage: serve.sh MODEL   (mlp | resnet18)
-# Env: BENCH_ROOT (/tmp/bench), PORT (8100), BENCH_MAX_BATCH (32), BENCH_MAX_DELAY_US (2000),
+# Env: BENCH_ROOT (/tmp/bench), PORT (8100), GRPC_PORT (0 = gRPC off; bench/grpc.sh sets one),
+#      BENCH_MAX_BATCH (32), BENCH_MAX_DELAY_US (2000),
 #      BENCH_ORT_THREADS (1), KUBEINFER_PYTHON (<repo>/.venv/bin/python),
 #      KUBEINFER_SERVE_ARGS (extra arguments for `kubeinfer serve`),
 #      BENCH_OUT (when set, the server log is also written to $BENCH_OUT/logs/kubeinfer-MODEL.log)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); REPO=$(cd "$HERE/../../.." && pwd)
 MODEL=${1:?usage: serve.sh mlp|resnet18}
-ROOT=${BENCH_ROOT:-/tmp/bench}; PORT=${PORT:-8100}
+ROOT=${BENCH_ROOT:-/tmp/bench}; PORT=${PORT:-8100}; GRPC_PORT=${GRPC_PORT:-0}
 MAX_BATCH=${BENCH_MAX_BATCH:-32}; DELAY_US=${BENCH_MAX_DELAY_US:-2000}; THREADS=${BENCH_ORT_THREADS:-1}
 PY=${KUBEINFER_PYTHON:-$REPO/.venv/bin/python}
 case $MODEL in
@@ -40,12 +41,14 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 parameters { key: "intra_op_thread_count" value: { string_value: "$THREADS" } }
 parameters { key: "inter_op_thread_count" value: { string_value: "1" } }
 CFG
-echo "kubeinfer bench: model $MODEL, repository $MREPO, port $PORT, python $PY"
+echo "kubeinfer bench: model $MODEL, repository $MREPO, port $PORT, grpc port $GRPC_PORT (0 = off), python $PY"
 cat "$MREPO/$MODEL/config.pbtxt"
 
 export PYTHONPATH="$REPO/runtime${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1
 # shellcheck disable=SC2086
-# loopback only (as every peer); gRPC off (Triton runs with --allow-grpc=false); /metrics on the HTTP port
+# loopback only (as every peer), HTTP and gRPC alike; gRPC off unless GRPC_PORT is set (the
+# harness's Triton runs with --allow-grpc=false; bench/grpc.sh runs both with gRPC on);
+# /metrics on the HTTP port
 exec "$PY" -m kubeinfer.cli serve "$MREPO" --model "$MODEL" --host 127.0.0.1 --http-port "$PORT" \
-  --grpc-port 0 --metrics-port 0 ${KUBEINFER_SERVE_ARGS:-}
+  --grpc-port "$GRPC_PORT" --metrics-port 0 ${KUBEINFER_SERVE_ARGS:-}
