@@ -1,8 +1,11 @@
 """Talking to step models: pooled keep-alive connections per step endpoint.
 
 Requests go out as Triton binary-tensor bodies (a JSON header + raw tensor bytes, with
-``binary_data_output`` so the answer comes back binary as well) and ask only for the
-outputs the step's ``output_map`` uses. The ensemble request's ``id``, the time left of
+``binary_data_output`` so the answer comes back binary as well), framed and read by the
+runtime's own REST codec (``rest.encode_request``/``rest.decode_response``, the mirror of
+what the step model's server decodes and encodes), and ask only for the outputs the step's
+``output_map`` uses. Inference calls to ``http://`` endpoints go over ``http1.Pool``; the
+control plane (readiness, metadata, config) and ``https://`` endpoints over httpx. The ensemble request's ``id``, the time left of
 its ``timeout`` and the trace headers travel along. A non-200 answer or a transport
 failure becomes one of the router's step errors (``router.errors``), naming the step, its
 model and the model's own message.
@@ -76,7 +79,10 @@ class StepClient:
         if url not in self._pools:
             u = urlsplit(url)
             self._pools[url] = (
-                http1.Pool(u.hostname, u.port or 80, self.settings.connect_timeout, self.settings.max_keepalive)
+                http1.Pool(
+                    u.hostname, u.port or 80, self.settings.connect_timeout,
+                    self.settings.max_keepalive, self.settings.max_connections,
+                )
                 if u.scheme == "http" and u.hostname else None
             )
         return self._pools[url]
