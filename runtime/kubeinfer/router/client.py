@@ -1,8 +1,11 @@
 """Talking to step models: pooled keep-alive connections per step endpoint.
 
 Requests go out as Triton binary-tensor bodies (a JSON header + raw tensor bytes, with
-``binary_data_output`` so the answer comes back binary as well) and ask only for the
-outputs the step's ``output_map`` uses. The ensemble request's ``id``, the time left of
+``binary_data_output`` so the answer comes back binary as well), framed and read by the
+runtime's own REST codec (``rest.encode_request``/``rest.decode_response``, the mirror of
+what the step model's server decodes and encodes), and ask only for the outputs the step's
+``output_map`` uses. Inference calls to ``http://`` endpoints go over ``http1.Pool``; the
+control plane (readiness, metadata, config) and ``https://`` endpoints over httpx. The ensemble request's ``id``, the time left of
 its ``timeout`` and the trace headers travel along. A non-200 answer or a transport
 failure becomes one of the router's step errors (``router.errors``), naming the step, its
 model and the model's own message.
@@ -17,9 +20,9 @@ import httpx
 import numpy as np
 import orjson
 
-from kubeinfer.runtime.datatypes import from_numpy
 from kubeinfer.runtime.errors import InvalidInput
-from kubeinfer.runtime.protocol import tensors
+from kubeinfer.runtime.protocol import rest
+from kubeinfer.runtime.types import InferRequest, RequestedOutput
 from kubeinfer.router import http1
 from kubeinfer.router.errors import StepFailed, StepRejected, StepUnavailable
 from kubeinfer.spec.ensemble import Step
@@ -61,7 +64,8 @@ class StepClient:
             timeout=httpx.Timeout(None, connect=settings.connect_timeout),
             follow_redirects=False,
         )
-        self._outputs: dict[int, bytes] = {}
+        #: step index -> the outputs its calls ask for (those its output_map uses)
+        self._outputs: dict[int, list[RequestedOutput]] = {}
         #: step URL -> fast pool (plain http); https endpoints go through httpx
         self._pools: dict[str, http1.Pool | None] = {}
 
@@ -75,7 +79,10 @@ class StepClient:
         if url not in self._pools:
             u = urlsplit(url)
             self._pools[url] = (
-                http1.Pool(u.hostname, u.port or 80, self.settings.connect_timeout, self.settings.max_keepalive)
+                http1.Pool(
+                    u.hostname, u.port or 80, self.settings.connect_timeout,
+                    self.settings.max_keepalive, self.settings.max_connections,
+                )
                 if u.scheme == "http" and u.hostname else None
             )
         return self._pools[url]
@@ -121,7 +128,11 @@ class StepClient:
     async def infer(
         self, step: Step, feed: dict[str, np.ndarray], ctx: CallContext, timeout_us: int = 0
     ) -> dict[str, np.ndarray]:
-        body, header_len = self._encode(step, feed, ctx, timeout_us)
+        outputs = self._outputs.get(step.index)
+        if outputs is None:
+            outputs = self._outputs[step.index] = [RequestedOutput(o, True) for o in step.output_map]
+        request = InferRequest(feed, ctx.request_id, outputs=outputs, binary_output=True, timeout_us=timeout_us)
+        body, header_len = rest.encode_request(request)
         headers = [("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", str(header_len)), *ctx.headers]
         path = step.model_path + "/infer"
         pool = self._pool(step.url)
@@ -144,54 +155,11 @@ class StepClient:
             raise _error(step, status, content)
         return _decode(step, content, length)
 
-    def _encode(self, step: Step, feed: dict[str, np.ndarray], ctx: CallContext, timeout_us: int) -> tuple[bytes, int]:
-        inputs, blobs = [], []
-        for name, arr in feed.items():
-            datatype = from_numpy(arr.dtype)
-            if datatype == "BYTES":
-                raw = tensors.serialize_bytes(arr)
-            elif arr.flags.c_contiguous:
-                raw = arr.data.cast("B")
-            else:
-                raw = np.ascontiguousarray(arr).tobytes()
-            inputs.append({"name": name, "datatype": datatype, "shape": arr.shape,
-                           "parameters": {"binary_data_size": len(raw)}})
-            blobs.append(raw)
-        outputs = self._outputs.get(step.index)
-        if outputs is None:
-            outputs = self._outputs[step.index] = orjson.dumps(
-                [{"name": o, "parameters": {"binary_data": True}} for o in step.output_map]
-            )
-        params: dict = {"binary_data_output": True}
-        if timeout_us:
-            params["timeout"] = timeout_us
-        doc: dict = {"inputs": inputs, "outputs": orjson.Fragment(outputs), "parameters": params}
-        if ctx.request_id is not None:
-            doc["id"] = ctx.request_id
-        header = orjson.dumps(doc)
-        return b"".join([header, *blobs]), len(header)
-
 
 def _decode(step: Step, body: bytes, length) -> dict[str, np.ndarray]:
     try:
-        if length is None:
-            header, binary = body, memoryview(b"")
-        else:
-            n = int(length)
-            view = memoryview(body)
-            header, binary = view[:n], view[n:]
-        doc = orjson.loads(header)
-        out: dict[str, np.ndarray] = {}
-        offset = 0
-        for item in doc["outputs"]:
-            name = item["name"]
-            size = (item.get("parameters") or {}).get("binary_data_size")
-            if size is not None:
-                out[name] = tensors.from_bytes(name, item["datatype"], item["shape"], binary[offset : offset + size])
-                offset += size
-            else:
-                out[name] = tensors.from_json(name, item["datatype"], item["shape"], item["data"])
-    except (ValueError, KeyError, TypeError, InvalidInput, orjson.JSONDecodeError) as exc:
+        out = rest.decode_response(body, None if length is None else int(length)).outputs
+    except (ValueError, InvalidInput) as exc:
         detail = exc.message if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
         raise StepFailed(step.name, step.model, 200, f"malformed response: {detail}") from None
     for o in step.output_map:

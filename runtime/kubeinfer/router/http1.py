@@ -1,13 +1,17 @@
 """A minimal pooled HTTP/1.1 client for the step calls' hot path.
 
-Why not httpx here: on these machines an ``httpx.AsyncClient`` POST costs ~1.5 ms of
-client-side Python per call against ~0.1 ms for this (measured in bench/router_overhead.py),
-and the router pays it on every step. This client does only what step calls need: POST a
-body with Content-Length over keep-alive connections (a pool per endpoint), parse the
-response with httptools (the parser uvicorn uses; chunked responses work too), and report
-failures as ``ConnectError`` (could not connect: fail fast) or ``ConnectionLost``.
-A connection whose request was cancelled is closed, never reused. httpx remains the client
-for everything else (metadata, https endpoints).
+Why not a library here: bench/router_overhead.py measures the step call's transports side
+by side, and per call this client costs about a third of the client CPU of aiohttp's
+``ClientSession`` and a tenth of httpx's ``AsyncClient`` (grpc.aio's ``ModelInfer`` costs
+more than aiohttp); the router pays it on every step. It does only what step calls need:
+POST a body with Content-Length over keep-alive connections (a pool per endpoint, at most
+``max_connections`` open, callers beyond that wait for one), parse the response with
+httptools (the parser uvicorn uses; chunked responses work too), and report failures as
+``ConnectError`` (could not connect: fail fast) or ``ConnectionLost``. A connection whose
+request was cancelled (a step timeout or deadline, an abandoned request) is closed, never
+reused. A request written to a kept-alive connection that the server had closed meanwhile
+is sent once more on a new one. httpx remains the client for everything else (metadata,
+https endpoints). Tests: tests/router/test_http1.py, against a loopback asyncio server.
 """
 
 from __future__ import annotations
@@ -97,11 +101,16 @@ class _Conn(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one ``host:port``."""
 
-    def __init__(self, host: str, port: int, connect_timeout: float, max_idle: int = 64) -> None:
+    def __init__(
+        self, host: str, port: int, connect_timeout: float, max_idle: int = 64, max_connections: int = 256
+    ) -> None:
         self.host, self.port = host, port
         self.connect_timeout = connect_timeout
-        self.max_idle = max_idle
+        self.max_idle = min(max_idle, max_connections)
         self._idle: list[_Conn] = []
+        #: one per connection in use; a new connection opens only when none is idle, so
+        #: at most ``max_connections`` are ever open
+        self._slots = asyncio.Semaphore(max_connections)
         self._host_header = f"Host: {host}:{port}\r\n".encode()
 
     async def _connect(self) -> _Conn:
@@ -121,6 +130,10 @@ class Pool:
             b"Content-Length: ", str(len(body)).encode(), b"\r\n",
             *(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers), b"\r\n",
         ])
+        async with self._slots:
+            return await self._send(head, body)
+
+    async def _send(self, head: bytes, body) -> tuple[int, dict[bytes, bytes], bytes]:
         while self._idle:
             conn = self._idle.pop()
             if conn.closed:

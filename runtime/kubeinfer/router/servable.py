@@ -7,7 +7,7 @@ not-ready message, and retried. Then a poller keeps the step health fresh (``hea
 Two readinesses: ``serving`` (checked, not draining: the router's server readiness, what
 a Kubernetes probe asks) and ``is_ready`` (serving and every step model ready: the
 ensemble model's readiness). Requests (``infer``): check the inputs against the
-ensemble's declared inputs, admit at most ``max_inflight`` at once (beyond: ``QueueFull``),
+ensemble's declared inputs (the runtime's ``protocol.signature``, as a local model does), admit at most ``max_inflight`` at once (beyond: ``QueueFull``),
 run the DAG (``executor``) with the request's id, deadline and trace headers, and answer
 with the ensemble outputs. A step that is down is still called: it may be back, and if
 not the request fails fast with 503 naming it.
@@ -19,8 +19,8 @@ import asyncio
 import logging
 import time
 
-from kubeinfer.runtime.datatypes import from_numpy, to_numpy
-from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady, QueueFull
+from kubeinfer.runtime.errors import InferError, ModelNotReady, QueueFull
+from kubeinfer.runtime.protocol.signature import InputSpec, Signature
 from kubeinfer.runtime.types import InferRequest, InferResponse
 from kubeinfer.router import forwarding
 from kubeinfer.router.client import CallContext, ClientSettings, StepClient
@@ -65,9 +65,11 @@ class EnsembleServable:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._inputs = [(t.name, to_numpy(t.datatype), t.datatype, t.dims) for t in d.inputs]
-        self._input_names = {t.name for t in d.inputs}
         self._output_names = [t.name for t in d.outputs]
+        self.signature = Signature(
+            "ensemble", self.name, [InputSpec(t.name, t.datatype, tuple(t.dims)) for t in d.inputs],
+            self._output_names, d.max_batch_size,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -125,33 +127,8 @@ class EnsembleServable:
 
     # -- data plane --------------------------------------------------------------------
     def validate(self, request: InferRequest) -> int:
-        inputs, batch = request.inputs, 0
-        for name, dtype, datatype, dims in self._inputs:
-            arr = inputs.get(name)
-            if arr is None:
-                raise InvalidInput(f"ensemble '{self.name}' expects input '{name}'")
-            if arr.dtype != dtype:
-                raise InvalidInput(f"input '{name}': datatype is {from_numpy(arr.dtype)}, ensemble expects {datatype}")
-            shape = arr.shape
-            if self.batched:
-                if len(shape) != len(dims) + 1:
-                    raise InvalidInput(f"input '{name}': shape {list(shape)} does not match {[-1, *dims]} (batch dimension first)")
-                if not 1 <= shape[0] <= self.max_batch_size:
-                    raise InvalidInput(f"input '{name}': batch size {shape[0]} is outside 1..{self.max_batch_size}")
-                if batch and shape[0] != batch:
-                    raise InvalidInput("inputs disagree on the batch size")
-                batch, shape = shape[0], shape[1:]
-            if len(shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, shape)):
-                want = ([-1] if self.batched else []) + list(dims)
-                raise InvalidInput(f"input '{name}': shape {list(arr.shape)} does not match {want}")
-        if len(inputs) != len(self._input_names):
-            unknown = sorted(set(inputs) - self._input_names)
-            raise InvalidInput(f"ensemble '{self.name}' has no input {', '.join(unknown)}")
-        if request.outputs is not None:
-            for o in request.outputs:
-                if o.name not in self._output_names:
-                    raise InvalidInput(f"ensemble '{self.name}' has no output '{o.name}'")
-        return batch or 1
+        """Check the request against the ensemble's declared inputs; its batch size."""
+        return self.signature.check(request)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         if not self._accepting:

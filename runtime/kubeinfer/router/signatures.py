@@ -3,20 +3,19 @@ answers: each tensor's producer against its consumers (datatype and shape, from 
 models' v2 metadata ``GET /v2/models/<m>``), step inputs/outputs the model lacks, model
 inputs left unmapped, and -- as Triton does -- an ensemble ``max_batch_size`` larger than a
 batching step model's (from its config ``GET /v2/models/<m>/config``). Pure: the servable
-fetches the documents, this module only compares them. Every problem names its step.
+fetches the documents, this module only compares them (shapes with the runtime's
+``protocol.signature.shapes_agree``, next to the per-request check every servable uses).
+Every problem names its step.
 """
 
 from __future__ import annotations
 
+from kubeinfer.runtime.protocol.signature import shapes_agree
 from kubeinfer.spec.ensemble import Graph
 
 
 def _fmt(datatype: str, shape: list[int]) -> str:
     return f"{datatype} {list(shape)}"
-
-
-def _shapes_agree(a: list[int], b: list[int]) -> bool:
-    return len(a) == len(b) and all(x == y or x == -1 or y == -1 for x, y in zip(a, b))
 
 
 def check_signatures(
@@ -58,7 +57,7 @@ def check_signatures(
             if want is None or have is None:
                 continue
             consumer = f"step '{s.name}' (model '{s.model}') input '{name}'"
-            if want["datatype"] != have[0] or not _shapes_agree(list(want["shape"]), have[1]):
+            if want["datatype"] != have[0] or not shapes_agree(list(want["shape"]), have[1]):
                 problems.append(
                     f"tensor '{tensor}': {have[2]} gives {_fmt(have[0], have[1])} but {consumer} "
                     f"expects {_fmt(want['datatype'], want['shape'])}"
@@ -67,7 +66,7 @@ def check_signatures(
         have = produced.get(t.name)
         if have is None:
             continue
-        if t.datatype != have[0] or not _shapes_agree(lead + t.dims, have[1]):
+        if t.datatype != have[0] or not shapes_agree(lead + t.dims, have[1]):
             problems.append(
                 f"tensor '{t.name}': {have[2]} gives {_fmt(have[0], have[1])} but the ensemble "
                 f"output is declared {_fmt(t.datatype, lead + t.dims)}"

@@ -1,7 +1,7 @@
 """A local model as a servable: validation against the signature, scheduling, warm-up.
 
 Requests arrive decoded (numpy inputs) from the protocol layer, are checked against the
-model's declared inputs, handed to the scheduler, and come back as outputs to encode.
+model's declared inputs (``protocol.signature``, the check ensembles use too), handed to the scheduler, and come back as outputs to encode.
 """
 
 from __future__ import annotations
@@ -14,48 +14,14 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from kubeinfer.runtime.batching.interface import Scheduler
-from kubeinfer.runtime.datatypes import from_numpy, to_numpy
-from kubeinfer.runtime.errors import InferError, InvalidInput, ModelNotReady, QueueFull
+from kubeinfer.runtime.datatypes import to_numpy
+from kubeinfer.runtime.errors import InferError, ModelNotReady, QueueFull
+from kubeinfer.runtime.protocol.signature import InputSpec, Signature
 from kubeinfer.runtime.repository import LoadedModel
 from kubeinfer.runtime.stats import ModelStats
 from kubeinfer.runtime.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
-
-
-class _InputCheck:
-    __slots__ = ("name", "dtype", "datatype", "dims", "optional", "reshape", "utf8")
-
-    def __init__(self, name, datatype, dims, optional, reshape, utf8) -> None:
-        self.name = name
-        self.datatype = datatype
-        self.dtype = to_numpy(datatype)
-        self.dims = dims
-        self.optional = optional
-        self.reshape = reshape
-        self.utf8 = utf8 and datatype == "BYTES"
-
-
-def check_utf8(name: str, arr: np.ndarray) -> None:
-    """Every BYTES element is UTF-8 text: one decode of the elements joined by a newline
-    (which no multi-byte sequence can swallow, so the join is valid iff every part is)."""
-    flat = arr.reshape(-1)
-    try:
-        b"\n".join(flat).decode("utf-8")
-    except UnicodeDecodeError:
-        index = next(i for i, v in enumerate(flat) if not _is_utf8(v))
-        raise InvalidInput(
-            f"input '{name}': element {index} is not UTF-8 text, which this model's "
-            "string input needs"
-        ) from None
-
-
-def _is_utf8(value: bytes) -> bool:
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class ModelServable:
@@ -80,13 +46,16 @@ class ModelServable:
         seq = self.config.sequence_batching
         # control and implicit-state inputs are fed by the sequence batcher, not by clients
         self._internal = seq.internal_inputs() if seq is not None else set()
-        self._checks = [
-            _InputCheck(s.name, s.datatype, s.shape, s.optional, s.reshape, loaded.backend.utf8_strings)
-            for s in self.config.inputs()
-            if s.name not in self._internal
-        ]
-        self._input_names = {c.name for c in self._checks}
-        self._output_names = {s.name for s in self.config.outputs()}
+        self.signature = Signature(
+            "model", self.name,
+            [
+                InputSpec(s.name, s.datatype, s.shape, s.optional, s.reshape, loaded.backend.utf8_strings)
+                for s in self.config.inputs()
+                if s.name not in self._internal
+            ],
+            [s.name for s in self.config.outputs()],
+            self.max_batch_size,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,52 +129,7 @@ class ModelServable:
 
     # -- data plane --------------------------------------------------------------------
     def validate(self, request: InferRequest) -> None:
-        inputs = request.inputs
-        batched = self.batched
-        batch = 0
-        for c in self._checks:
-            arr = inputs.get(c.name)
-            if arr is None:
-                if c.optional:
-                    continue
-                raise InvalidInput(f"model '{self.name}' expects input '{c.name}'")
-            if arr.dtype != c.dtype:
-                raise InvalidInput(
-                    f"input '{c.name}': datatype is {from_numpy(arr.dtype)}, model expects {c.datatype}"
-                )
-            if c.utf8:
-                check_utf8(c.name, arr)
-            shape = arr.shape
-            if batched:
-                if len(shape) != len(c.dims) + 1:
-                    raise InvalidInput(
-                        f"input '{c.name}': shape {list(shape)} does not match "
-                        f"[-1, {', '.join(map(str, c.dims))}] (batch dimension first)"
-                    )
-                b = shape[0]
-                if b < 1 or b > self.max_batch_size:
-                    raise InvalidInput(
-                        f"input '{c.name}': batch size {b} is outside 1..{self.max_batch_size}"
-                    )
-                if batch and b != batch:
-                    raise InvalidInput("inputs disagree on the batch size")
-                batch = b
-                rest = shape[1:]
-            else:
-                rest = shape
-            if len(rest) != len(c.dims) or any(d != -1 and d != s for d, s in zip(c.dims, rest)):
-                want = ([-1] if batched else []) + list(c.dims)
-                raise InvalidInput(f"input '{c.name}': shape {list(shape)} does not match {want}")
-            if c.reshape is not None:
-                inputs[c.name] = arr.reshape(shape[:1] + c.reshape if batched else c.reshape)
-        if len(inputs) > len(self._input_names) or not self._input_names.issuperset(inputs):
-            unknown = sorted(set(inputs) - self._input_names)
-            raise InvalidInput(f"model '{self.name}' has no input {', '.join(unknown)}")
-        if request.outputs is not None:
-            for o in request.outputs:
-                if o.name not in self._output_names:
-                    raise InvalidInput(f"model '{self.name}' has no output '{o.name}'")
-        request.batch_size = batch or 1
+        request.batch_size = self.signature.check(request)
 
     def check_capacity(self) -> None:
         """Raise ``QueueFull`` (and count it) when the queue is full; the server calls

@@ -1,8 +1,10 @@
-"""KServe v2 REST bodies, with Triton's binary tensor data extension.
+"""KServe v2 REST bodies, with Triton's binary tensor data extension, both directions.
 
-``decode_request`` turns a POST body (and its ``Inference-Header-Content-Length``) into an
-``InferRequest``; ``encode_response`` turns outputs into a body plus the header length to
-send back (None for pure JSON). Everything a client can get wrong raises ``InvalidInput``.
+Server direction: ``decode_request`` turns a POST body (and its
+``Inference-Header-Content-Length``) into an ``InferRequest``; ``encode_response`` turns
+outputs into a body plus the header length to send back (None for pure JSON). Client
+direction (the router's step calls): ``encode_request`` and ``decode_response``, their
+mirror images. A malformed body either way raises ``InvalidInput``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from kubeinfer.runtime.types import InferRequest, InferResponse, RequestedOutput
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def _load_header(body: bytes, header_length: int | None) -> tuple[dict, memoryview]:
+def _load_header(body: bytes, header_length: int | None, what: str = "request") -> tuple[dict, memoryview]:
     if header_length is None:
         header, binary = body, memoryview(b"")
     else:
@@ -35,9 +37,9 @@ def _load_header(body: bytes, header_length: int | None) -> tuple[dict, memoryvi
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON in request body: {exc}") from None
+        raise InvalidInput(f"malformed JSON in {what} body: {exc}") from None
     if not isinstance(doc, dict):
-        raise InvalidInput("request body must be a JSON object")
+        raise InvalidInput(f"{what} body must be a JSON object")
     return doc, binary
 
 
@@ -57,50 +59,60 @@ def _int_param(params: dict, key: str) -> int:
     return value
 
 
-def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
-    doc, binary = _load_header(body, header_length)
-    raw_inputs = doc.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise InvalidInput("request needs a non-empty 'inputs' list")
-    params = _parameters(doc, "request")
-    inputs: dict[str, np.ndarray] = {}
+def _tensors(items: Any, binary: memoryview, what: str) -> dict[str, np.ndarray]:
+    """The ``inputs`` (or ``outputs``) list of a body as numpy arrays, JSON ``data`` or
+    ``binary_data_size`` bytes of ``binary`` in order; the sizes must add up to it."""
+    if not isinstance(items, list) or not items:
+        raise InvalidInput(f"{what} needs a non-empty '{_LIST[what]}' list")
+    kind = _LIST[what][:-1]
+    out: dict[str, np.ndarray] = {}
     offset = 0
-    for item in raw_inputs:
+    for item in items:
         if not isinstance(item, dict):
-            raise InvalidInput("each input must be an object")
+            raise InvalidInput(f"each {kind} must be an object")
         name = item.get("name")
         datatype = item.get("datatype")
         shape = item.get("shape")
         if not isinstance(name, str):
-            raise InvalidInput("input without a 'name'")
-        if name in inputs:
-            raise InvalidInput(f"input '{name}' appears twice")
+            raise InvalidInput(f"{kind} without a 'name'")
+        if name in out:
+            raise InvalidInput(f"{kind} '{name}' appears twice")
         if type(datatype) is not str or datatype not in DATATYPES:
-            raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}")
+            raise InvalidInput(f"{kind} '{name}': unknown datatype {datatype!r}")
         if shape is None:
-            raise InvalidInput(f"input '{name}': missing 'shape'")
-        iparams = _parameters(item, f"input '{name}'")
+            raise InvalidInput(f"{kind} '{name}': missing 'shape'")
+        iparams = _parameters(item, f"{kind} '{name}'")
         size = iparams.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise InvalidInput(f"input '{name}': binary_data_size must be a non-negative int")
+                raise InvalidInput(f"{kind} '{name}': binary_data_size must be a non-negative int")
             if "data" in item:
-                raise InvalidInput(f"input '{name}': both 'data' and binary_data_size given")
+                raise InvalidInput(f"{kind} '{name}': both 'data' and binary_data_size given")
             if offset + size > len(binary):
                 raise InvalidInput(
-                    f"input '{name}': binary_data_size {size} runs past the end of the body"
+                    f"{kind} '{name}': binary_data_size {size} runs past the end of the body"
                 )
-            inputs[name] = tensors.from_bytes(name, datatype, shape, binary[offset : offset + size])
+            out[name] = tensors.from_bytes(name, datatype, shape, binary[offset : offset + size])
             offset += size
         elif "data" in item:
-            inputs[name] = tensors.from_json(name, datatype, shape, item["data"])
+            out[name] = tensors.from_json(name, datatype, shape, item["data"])
         else:
-            raise InvalidInput(f"input '{name}': no 'data' and no binary_data_size")
+            raise InvalidInput(f"{kind} '{name}': no 'data' and no binary_data_size")
     if offset != len(binary):
         raise InvalidInput(
-            f"binary data is {len(binary)} bytes but the inputs' binary_data_size add up "
+            f"binary data is {len(binary)} bytes but the {kind}s' binary_data_size add up "
             f"to {offset}"
         )
+    return out
+
+
+_LIST = {"request": "inputs", "response": "outputs"}
+
+
+def decode_request(body: bytes, header_length: int | None = None) -> InferRequest:
+    doc, binary = _load_header(body, header_length)
+    params = _parameters(doc, "request")
+    inputs = _tensors(doc.get("inputs"), binary, "request")
     binary_output = params.get("binary_data_output", False) is True
     outputs = None
     raw_outputs = doc.get("outputs")
@@ -171,6 +183,72 @@ def encode_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+# -- client direction ------------------------------------------------------------------
+def encode_request(request: InferRequest, binary: bool = True) -> tuple[bytes, int | None]:
+    """The POST body for ``request`` and, when its inputs travel binary, the JSON header's
+    length (send it as ``Inference-Header-Content-Length``); None for pure JSON. The mirror
+    of ``decode_request``: ``id``, ``parameters`` (with ``timeout``, ``priority`` and
+    ``binary_data_output`` from the request's fields) and the requested outputs (each with
+    its ``binary_data`` and ``classification``) go along."""
+    inputs = []
+    blobs: list[Any] = []
+    for name, arr in request.inputs.items():
+        datatype = from_numpy(arr.dtype)
+        doc: dict[str, Any] = {"name": name, "datatype": datatype, "shape": arr.shape}
+        if binary:
+            raw = _raw_view(arr, datatype)
+            doc["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            doc["data"] = tensors.to_json_data(arr, datatype)
+        inputs.append(doc)
+    params = dict(request.parameters)
+    if request.binary_output:
+        params["binary_data_output"] = True
+    if request.timeout_us:
+        params["timeout"] = request.timeout_us
+    if request.priority:
+        params["priority"] = request.priority
+    body: dict[str, Any] = {"inputs": inputs}
+    if request.id is not None:
+        body["id"] = request.id
+    if params:
+        body["parameters"] = params
+    if request.outputs is not None:
+        body["outputs"] = [_requested(o) for o in request.outputs]
+    header = orjson.dumps(body, option=_DUMPS_OPTS)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def _raw_view(arr: np.ndarray, datatype: str) -> Any:
+    """A tensor's bytes, without a copy when the array is contiguous already."""
+    if datatype != "BYTES" and arr.flags.c_contiguous and arr.size:
+        return arr.data.cast("B")
+    return tensors.to_raw(arr, datatype)
+
+
+def _requested(o: RequestedOutput) -> dict[str, Any]:
+    params: dict[str, Any] = {"binary_data": o.binary}
+    if o.classification:
+        params["classification"] = o.classification
+    return {"name": o.name, "parameters": params}
+
+
+def decode_response(body: bytes, header_length: int | None = None) -> InferResponse:
+    """An inference response body (JSON, or binary outputs after a JSON header of
+    ``header_length`` bytes) as an ``InferResponse``: the mirror of ``encode_response``."""
+    doc, binary = _load_header(body, header_length, "response")
+    outputs = _tensors(doc.get("outputs"), binary, "response")
+    name, version, rid = doc.get("model_name"), doc.get("model_version", ""), doc.get("id")
+    if not isinstance(name, str) or not isinstance(version, str):
+        raise InvalidInput("response body needs a string 'model_name' and 'model_version'")
+    if rid is not None and not isinstance(rid, str):
+        raise InvalidInput("'id' must be a string")
+    return InferResponse(name, version, outputs, rid, _parameters(doc, "response"))
 
 
 def error_body(message: str) -> bytes:
