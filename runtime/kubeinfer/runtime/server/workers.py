@@ -102,7 +102,7 @@ def _wait(procs, state: PodState, stop) -> int:
     succeeded = sum(state.final(i)[0] for i in range(len(procs)))
     fails = sum(state.final(i)[1] for i in range(len(procs)))
     log.info(
-        "pod stopped: %d workers, %d requests succeeded, %d failed%s",
+        "stopped: %d workers, %d requests succeeded, %d failed%s",
         len(procs), succeeded, fails, "; exiting 1" if failed else "",
     )
     return 1 if failed else 0
