@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def route(settings) -> int:
     from kubeinfer.runtime.server.app import create_app
-    from kubeinfer.runtime.server.run import metrics_endpoint, run_servers
+    from kubeinfer.runtime.server.lifecycle import metrics_endpoint, run_servers
     from kubeinfer.router.client import ClientSettings
     from kubeinfer.router.forwarding import ForwardHeaders
     from kubeinfer.spec.ensemble import build_graph, load_definition
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from kubeinfer.runtime.errors import ConfigError
-    from kubeinfer.runtime.server.run import run_main
+    from kubeinfer.runtime.server.process import run_main
     from kubeinfer.runtime.settings import cli_overrides
     from kubeinfer.spec.ensemble import parse_endpoints
     from kubeinfer.router.settings import RouterSettings

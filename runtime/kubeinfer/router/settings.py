@@ -1,7 +1,7 @@
 """Router settings: command-line flags over ``KUBEINFER_*`` environment variables.
 
 The server fields (host, ports, shutdown delay, body limit, log level) are the runtime's,
-so ``kubeinfer.runtime.server.run.run_servers`` runs the router unchanged.
+so ``kubeinfer.runtime.server.lifecycle.run_servers`` runs the router unchanged.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grpc-port", type=int, help="gRPC port (default 8001, 0 disables)")
     parser.add_argument("--metrics-port", type=int, help="metrics port (default 8002)")
     parser.add_argument("--shutdown-delay-seconds", type=float, help="serve this long after SIGTERM before draining")
+    parser.add_argument(
+        "--workers", type=int,
+        help="serving processes sharing the ports, each with its own copy of the model "
+        "(default 1; env KUBEINFER_WORKERS); helps CPU-bound models on multi-core pods",
+    )
     parser.add_argument("--log-level", help="debug, info, warning, error")
 
 
@@ -22,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from kubeinfer.runtime.server.run import run_main, serve
     from kubeinfer.runtime.settings import RuntimeSettings, cli_overrides
 
     try:
@@ -30,4 +34,11 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"kubeinfer serve: invalid settings: {exc}", file=sys.stderr)
         return 2
+    if settings.workers > 1:
+        from kubeinfer.runtime.server.workers import run_workers
+
+        return run_workers(settings)
+    from kubeinfer.runtime.server.process import run_main
+    from kubeinfer.runtime.server.run import serve
+
     return run_main(serve(settings), settings.log_level, "serve")

@@ -33,6 +33,10 @@ class RuntimeSettings(BaseSettings):
     body_timeout_seconds: float = Field(
         60.0, gt=0, description="a request's body must arrive within this after its headers"
     )
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="serving processes in the pod sharing the ports (each loads the model)",
+    )
     log_level: str = "info"
 
 

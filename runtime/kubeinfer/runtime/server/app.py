@@ -17,19 +17,11 @@ from kubeinfer.runtime.errors import InferError, ModelNotReady, Unsupported
 from kubeinfer.runtime.protocol.rest import error_body
 from kubeinfer.runtime.servable import Servable
 from kubeinfer.runtime.server.errors import http_status, message
-from kubeinfer.runtime.server.infer_route import InferRoute, check_target
+from kubeinfer.runtime.server.answers import EXTENSIONS, check_target, model_ready, server_ready, statistics
+from kubeinfer.runtime.server.infer_route import InferRoute
 
 import orjson
 
-EXTENSIONS = [
-    "classification",
-    "model_repository",
-    "schedule_policy",
-    "model_configuration",
-    "binary_tensor_data",
-    "parameters",
-    "statistics",
-]
 
 
 def _json(data, status: int = 200) -> Response:
@@ -69,7 +61,7 @@ def create_app(
 
     @app.get("/v2/health/ready")
     async def ready() -> Response:
-        if not servable.is_ready():
+        if not server_ready(servable):
             return _error(503, "server is not ready")
         return _json({"ready": True})
 
@@ -93,9 +85,8 @@ def create_app(
         return _json(servable.metadata())
 
     @model_routes("/ready")
-    async def model_ready(model: str, version: str | None = None) -> Response:
-        check_target(servable, model, version)
-        if not servable.is_ready():
+    async def model_readiness(model: str, version: str | None = None) -> Response:
+        if not model_ready(servable, model, version):
             raise ModelNotReady(f"model '{model}' is not ready")
         return _json({"name": servable.name, "ready": True})
 
@@ -107,15 +98,15 @@ def create_app(
     @model_routes("/stats")
     async def model_stats(model: str, version: str | None = None) -> Response:
         check_target(servable, model, version)
-        return _json({"model_stats": [servable.statistics()]})
+        return _json({"model_stats": [await statistics(servable)]})
 
     @app.get("/v2/models/stats")
     async def all_stats() -> Response:
-        return _json({"model_stats": [servable.statistics()]})
+        return _json({"model_stats": [await statistics(servable)]})
 
     @app.post("/v2/repository/index")
     async def repository_index() -> Response:
-        state = "READY" if servable.is_ready() else "UNAVAILABLE"
+        state = "READY" if server_ready(servable) else "UNAVAILABLE"
         return _json([{"name": servable.name, "version": servable.version, "state": state, "reason": ""}])
 
     @app.post("/v2/repository/models/{model}/load")

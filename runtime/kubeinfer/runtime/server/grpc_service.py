@@ -22,9 +22,15 @@ from kubeinfer.runtime import __version__
 from kubeinfer.runtime.errors import InferError, NotFound, Unsupported
 from kubeinfer.runtime.protocol.grpc_codec import decode_request, encode_response
 from kubeinfer.runtime.servable import Servable
-from kubeinfer.runtime.server.app import EXTENSIONS
+from kubeinfer.runtime.server.answers import (
+    EXTENSIONS,
+    capacity_check,
+    check_target,
+    model_ready,
+    server_ready,
+    statistics,
+)
 from kubeinfer.runtime.server.errors import grpc_status_name, message
-from kubeinfer.runtime.server.infer_route import check_target
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.extensions = extensions
         self._closing = False
         self._reading: set[asyncio.Task] = set()  # streams' readers waiting for requests
-        self._check_capacity = getattr(servable, "check_capacity", None) or (lambda: None)
+        self._check_capacity = capacity_check(servable)
 
     def close_streams(self) -> None:
         """Shutdown: open streams stop reading, answer what they read, and end."""
@@ -71,14 +77,13 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=self.servable.is_ready())
+        return pb.ServerReadyResponse(ready=server_ready(self.servable))
 
     async def ModelReady(self, request, context):
         try:
-            check_target(self.servable, request.name, request.version)
+            return pb.ModelReadyResponse(ready=model_ready(self.servable, request.name, request.version))
         except NotFound:
             return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=self.servable.is_ready())
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(
@@ -114,7 +119,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             if request.name:
                 check_target(self.servable, request.name, request.version)
             stats = json_format.ParseDict(
-                {"model_stats": [self.servable.statistics()]},
+                {"model_stats": [await statistics(self.servable)]},
                 pb.ModelStatisticsResponse(),
                 ignore_unknown_fields=True,
             )
@@ -124,7 +129,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- repository ---------------------------------------------------------------------
     async def RepositoryIndex(self, request, context):
-        ready = self.servable.is_ready()
+        ready = server_ready(self.servable)
         if request.ready and not ready:
             return pb.RepositoryIndexResponse()
         entry = pb.RepositoryIndexResponse.ModelIndex(
@@ -239,14 +244,16 @@ class GrpcServer:
 
 
 async def start_grpc_server(
-    servable: Servable, host: str, port: int, max_message_bytes: int
+    servable: Servable, host: str, port: int, max_message_bytes: int, *, reuse_port: bool = False
 ) -> GrpcServer:
-    """A started grpc.aio server for ``servable``; raises RuntimeError if it cannot bind."""
+    """A started grpc.aio server for ``servable``; raises RuntimeError if it cannot bind.
+    ``reuse_port``: bind with ``SO_REUSEPORT`` (the workers of a pod share the port);
+    otherwise a port already in use is an error, not a silently shared port."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     servicer = InferenceServicer(servable)

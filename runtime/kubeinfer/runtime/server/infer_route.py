@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kubeinfer.runtime.errors import InferError, InvalidInput, NotFound
+from kubeinfer.runtime.errors import InferError, InvalidInput
 from kubeinfer.runtime.protocol.rest import decode_request, encode_response, error_body
 from kubeinfer.runtime.servable import Servable
+from kubeinfer.runtime.server.answers import check_target
 from kubeinfer.runtime.server.errors import http_status, message
 from kubeinfer.runtime.server.http_cycle import reply_whole, watch_disconnect
 
@@ -37,13 +38,6 @@ def parse_infer_path(path: str) -> tuple[str, str | None] | None:
     if len(parts) == 7 and parts[1] == "v2" and parts[2] == "models" and parts[4] == "versions":
         return parts[3], parts[5]
     return None
-
-
-def check_target(servable: Servable, model: str, version: str | None) -> None:
-    if model != servable.name:
-        raise NotFound(f"Request for unknown model: '{model}' is not found")
-    if version not in (None, "", servable.version):
-        raise NotFound(f"Request for unknown model: '{model}' version {version} is not found")
 
 
 def shed_reply(servable: Servable):
