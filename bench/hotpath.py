@@ -85,7 +85,8 @@ class _Transport(asyncio.Transport):
 
 async def via_protocol(app, body: bytes, path: str, n: int, c: int, statuses: list) -> None:
     loop = asyncio.get_running_loop()
-    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning")
+    # as server/lifecycle.py configures it
+    config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning", proxy_headers=False)
     config.load()
     cls = protocol_class(ConnectionLimits())
     state = ServerState()
