@@ -55,7 +55,7 @@ class Flight:
 #: execute now, in dispatch order; ``expired``: entries whose queue timeout expired (the
 #: engine fails them with DeadlineExceeded); ``wake_at``: poll again at this time even
 #: without news (None: only on news). A plain tuple: one is made per poll.
-Polled = tuple[list[Flight], Sequence[Any], "int | None"]
+Polled = tuple[list[Flight], Sequence[Any], int | None]
 
 
 class Queue(Protocol):
