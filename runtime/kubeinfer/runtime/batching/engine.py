@@ -316,7 +316,7 @@ class BatchingEngine:
             if self._execute_requests is not None and len(flight.entries) > 1:
                 flight.results = self._run_requests(flight)
             else:
-                flight.results = self._run_work(flight, flight.work, len(flight.entries))
+                flight.results = self._run_work(flight, flight.work)
         except BaseException as exc:  # noqa: BLE001 - every request must be resolved
             flight.results = [BackendError(message(exc))] * len(flight.entries)
         self._complete(flight)
@@ -326,14 +326,15 @@ class BatchingEngine:
             if self._execute_requests is not None and len(flight.entries) > 1:
                 flight.results = self._run_requests(flight)
             else:
-                flight.results = self._run_work(flight, flight.work, len(flight.entries))
+                flight.results = self._run_work(flight, flight.work)
         except BaseException as exc:  # noqa: BLE001 - every request must be resolved
             flight.results = [BackendError(message(exc))] * len(flight.entries)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._complete, flight)
 
-    def _run_work(self, flight: Flight, work: object, n: int) -> list[Result]:
-        """Execute ``work`` (``n`` requests) once; isolate a failure when ``n`` > 1."""
+    def _run_work(self, flight: Flight, work: object, alone: bool = False) -> list[Result]:
+        """Execute ``work`` (the flight's, or one request of it ``alone``) once; isolate a
+        failure of several requests."""
         assembler = self._assembler
         clock = self._clock
         t0 = clock()
@@ -342,14 +343,14 @@ class BatchingEngine:
             t1 = clock()
             outputs = self._execute(inputs, self._fetch)
         except Exception as exc:
-            if n == 1:
+            if alone or len(flight.entries) == 1:
                 return [as_backend_error(exc)]
             return self._isolate(flight)
         t2 = clock()
         try:
             results = assembler.split(work, size, outputs)
         except BackendError as err:
-            return [err] * n
+            return [err] if alone else [err] * len(flight.entries)
         flight.timings.append((size, t1 - t0, t2 - t1, clock() - t2))
         return results
 
@@ -360,7 +361,7 @@ class BatchingEngine:
             if e.handle.cancelled():
                 results.append(Cancelled("request was cancelled"))
                 continue
-            results.extend(self._run_work(flight, work, 1))
+            results.extend(self._run_work(flight, work, True))
         return results
 
     def _run_requests(self, flight: Flight) -> list[Result]:
