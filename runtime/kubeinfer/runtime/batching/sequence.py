@@ -1,12 +1,11 @@
-"""The sequence batcher: an asyncio ``Scheduler`` for stateful models.
+"""The sequence batcher: ``SequencePolicy`` and a row assembler over the engine.
 
 Requests come from the server layer (``infer``, inputs already validated) carrying
 ``sequence_id``, ``sequence_start`` and ``sequence_end`` in their parameters (REST and
 gRPC both put them there). ``SequencePolicy`` (pure, ``sequence_policy.py``) decides
-slots, backlog, order and batches; this module runs them like the dynamic batcher does:
-scheduling on the event loop (an enqueue, a finished batch or one armed timer triggers
-``_pump``), batches on a ``ThreadPoolExecutor`` with one thread per instance, results back
-with one ``call_soon_threadsafe`` per batch.
+slots, backlog, order and batches; ``BatchingEngine`` (``engine.py``) runs them as it runs
+the dynamic batcher's, always on the instance threads (one per instance; a batch runs on
+the instance whose slots it holds).
 
 What a batch feeds the backend, per row (Triton's sequence batcher):
 
@@ -20,52 +19,33 @@ What a batch feeds the backend, per row (Triton's sequence batcher):
   ``input_name``, the initial state (zeros, or ``initial_state``) on START and on empty
   rows; ``output_name`` replaces the stored state after the request and is not returned.
 
-Failure handling as in the dynamic batcher: a failing batch of several requests re-runs
-each request alone so only the bad one fails (state is committed only on success, so a
-re-run is free of side effects); a cancelled request never executes. A failed request
-leaves its sequence's state as it was; its sequence stays live (an END that failed still
-ends it). Every failure raised here is reported to ``StatsSink.request_failed``.
+Failure handling is the engine's: a failing batch of several requests re-runs each request
+alone so only the bad one fails (state is committed only on success, so a re-run is free
+of side effects); a cancelled request never executes. A failed request leaves its
+sequence's state as it was; its sequence stays live (an END that failed still ends it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from kubeinfer.runtime.batching.assembler import Assembler, Flight, Outputs, Polled, Result
+from kubeinfer.runtime.batching.engine import BatchingEngine
 from kubeinfer.runtime.batching.interface import ExecuteFn, StatsSink
-from kubeinfer.runtime.batching.lifecycle import DrainingScheduler
 from kubeinfer.runtime.batching.policy import shape_key
-from kubeinfer.runtime.batching.sequence_policy import (
-    Batch,
-    SeqRequest,
-    SequenceId,
-    SequencePolicy,
-)
+from kubeinfer.runtime.batching.sequence_policy import SeqRequest, SequenceId, SequencePolicy
 from kubeinfer.spec.config.model import SequenceBatching, SequenceControl, SequenceState
 from kubeinfer.runtime.datatypes import to_numpy
-from kubeinfer.runtime.errors import (
-    BackendError,
-    Cancelled,
-    ConfigError,
-    InferError,
-    InvalidInput,
-    ModelNotReady,
-    QueueFull,
-)
+from kubeinfer.runtime.errors import BackendError, ConfigError, InvalidInput
 from kubeinfer.runtime.types import InferRequest
 
 log = logging.getLogger(__name__)
-
-Outputs = dict[str, np.ndarray]
-#: per request: (its outputs, the sequence's new state) or its error
-Result = tuple[Outputs, dict[str, np.ndarray]] | InferError
 
 _MAX_U64 = (1 << 64) - 1
 
@@ -136,217 +116,102 @@ def initial_state(state: SequenceState, model_dir: Path | None) -> np.ndarray:
         raise ConfigError(f"state '{state.input_name}': initial_state {path}: {exc}") from None
 
 
-class _Flight:
-    __slots__ = ("batch", "entries", "states", "dispatch_ns", "results", "timings")
+class _Work(NamedTuple):
+    """A sequence batch as the assembler executes it."""
 
-    def __init__(self, batch: Batch, states: list[Any], dispatch_ns: int) -> None:
-        self.batch = batch
-        #: the requests of the batch (rows without one left out), in row order
-        self.entries = [e for e in batch.rows if e is not None]
-        #: per row: the state to feed (None: initial)
-        self.states = states
-        self.dispatch_ns = dispatch_ns
-        self.results: list[Result] | None = None
-        self.timings: list[tuple[int, int, int, int]] = []
+    #: the instance whose slots the rows are
+    instance: int
+    #: one per row: its request, or None (an empty ``direct`` slot)
+    rows: list[SeqRequest | None]
+    #: per row: the state to feed (None: initial)
+    states: list[Any]
 
 
-class SequenceBatcher(DrainingScheduler):
-    """Triton's sequence batcher (``direct`` or ``oldest``) as a ``Scheduler``."""
+class SequenceAssembler(Assembler):
+    """Rows of sequences: control tensors, implicit state, results with the new state."""
+
+    thread_name = "kubeinfer-sequence"
 
     def __init__(
         self,
-        execute: ExecuteFn,
+        policy: SequencePolicy,
+        config: SequenceBatching,
         output_names: Sequence[str],
         max_batch_size: int,
-        config: SequenceBatching,
+        instances: int,
         *,
-        instances: int = 1,
-        stats: StatsSink,
-        model: str = "",
-        model_dir: Path | None = None,
-        backlog_limit: int = 1024,
-        clock: Callable[[], int] = time.monotonic_ns,
+        model: str,
+        model_dir: Path | None,
+        clock: Callable[[], int],
     ) -> None:
-        if instances < 1:
-            raise ValueError("instances must be >= 1")
-        self._execute = execute
+        self._policy = policy
         self._model = model
+        self._clock = clock
         self._batching = max_batch_size > 0
+        self._busy = [False] * instances
         self._controls = [_Control(ci.name, ci.control[0]) for ci in config.control_input]
-        self._corrid_bytes = any(c.kind == "CORRID" and c.dtype.kind == "O" for c in self._controls)
         self._corrid_numeric = any(c.kind == "CORRID" and c.dtype.kind in "iu" for c in self._controls)
         self._states = [_State(s, model_dir) for s in config.state]
         hidden = config.internal_outputs()
         self._client_outputs = [n for n in output_names if n not in hidden]
-        self._fetch = self._client_outputs + [s.output for s in self._states]
-        try:
-            self._policy = SequencePolicy(
-                config, max_batch_size, instances, backlog_limit=backlog_limit, model=model
+        self.fetch = self._client_outputs + [s.output for s in self._states]
+        self.key = shape_key
+        self.completed = self._completed
+
+    # -- event loop ------------------------------------------------------------------------
+
+    def entry(self, request: InferRequest, key: Any, handle: Any) -> SeqRequest:
+        sid, start, end = sequence_flags(request.parameters, self._model)
+        if request.batch_size != 1:
+            raise InvalidInput(
+                f"inference request to model '{self._model}' must have batch size 1: the "
+                f"sequence batcher runs one request per sequence (got {request.batch_size})"
             )
-        except ValueError as exc:
-            raise ConfigError(f"model '{model}': {exc}") from None
-        self._instances = instances
-        self._stats = stats
-        self._clock = clock
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._busy = [False] * instances
-        self._executing = 0
-        self._kicked = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0
-        self._closed = False
-        self._drained: asyncio.Future[None] | None = None
+        if isinstance(sid, str) and self._corrid_numeric:
+            raise InvalidInput(
+                f"model '{self._model}' takes integer sequence ids (its CORRID control is "
+                f"numeric), got the string {sid!r}"
+            )
+        return SeqRequest(request, sid, start, end, key, handle)
 
-    # -- Scheduler -------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._pool = ThreadPoolExecutor(self._instances, thread_name_prefix="kubeinfer-sequence")
-
-    def pending_count(self) -> int:
-        return self._policy.pending
-
-    def warmed_up(self, execute_ns: Sequence[int]) -> None:
-        """Nothing to learn: sequence batches always run on the instance threads."""
-
-    async def infer(self, request: InferRequest) -> Outputs:
-        loop = self._loop
-        if self._closed or loop is None:
-            self._stats.request_failed(0, ModelNotReady.reason)
-            raise ModelNotReady("model is not ready" if loop is None else "model is draining")
-        try:
-            sid, start, end = sequence_flags(request.parameters, self._model)
-            if request.batch_size != 1:
-                raise InvalidInput(
-                    f"inference request to model '{self._model}' must have batch size 1: the "
-                    f"sequence batcher runs one request per sequence (got {request.batch_size})"
-                )
-            if isinstance(sid, str) and self._corrid_numeric:
-                raise InvalidInput(
-                    f"model '{self._model}' takes integer sequence ids (its CORRID control is "
-                    f"numeric), got the string {sid!r}"
-                )
-            fut = loop.create_future()
-            entry = SeqRequest(request, sid, start, end, shape_key(request.inputs), fut)
-            self._policy.push(entry, self._clock())
-        except (InvalidInput, QueueFull) as exc:
-            self._stats.request_failed(0, exc.reason)
-            raise
-        if not self._kicked:
-            self._kicked = True
-            loop.call_soon(self._pump)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if self._policy.cancel(entry):
-                self._kick()  # a cancelled request may free a slot for the backlog
-            if fut.cancelled():
-                self._stats.request_failed(self._clock() - entry.enqueue_ns, Cancelled.reason)
-            if self._closed:
-                self._check_drained()
-            raise
-
-    # -- scheduling (event loop) -----------------------------------------------------------
-
-    def _kick(self) -> None:
-        if not self._kicked and self._loop is not None:
-            self._kicked = True
-            self._loop.call_soon(self._pump)
-
-    def _pump(self, now: int = 0) -> None:
-        self._kicked = False
-        now = max(now, self._clock())
-        free = [i for i, busy in enumerate(self._busy) if not busy]
-        batches, released, wake_at = self._policy.poll(now, free, self._executing == 0)
+    def poll(self, now: int, executing: int, closing: bool) -> Polled:
+        busy = self._busy
+        free = [i for i, b in enumerate(busy) if not b]
+        batches, released, wake_at = self._policy.poll(now, free, executing == 0)
         for seq in released:
             log.info("sequence %r of model '%s' released after being idle", seq.id, self._model)
+        flights: list[Flight] = []
         for batch in batches:
-            self._dispatch(batch, now)
-        if wake_at is not None:
-            self._arm(wake_at, now)
-        if self._closed:
-            self._check_drained()
+            busy[batch.instance] = True
+            rows = batch.rows
+            states = [None if e is None or e.start or e.seq is None else e.seq.state for e in rows]
+            entries = [e for e in rows if e is not None]
+            flights.append(Flight(entries, _Work(batch.instance, rows, states), now))
+        return flights, (), wake_at
 
-    def _dispatch(self, batch: Batch, now: int) -> None:
-        self._busy[batch.instance] = True
-        self._executing += 1
-        states = [
-            None if e is None or e.start or e.seq is None else e.seq.state for e in batch.rows
-        ]
-        flight = _Flight(batch, states, now)
-        assert self._pool is not None
-        self._pool.submit(self._run, flight)
-
-    def _complete(self, flight: _Flight) -> None:
-        self._busy[flight.batch.instance] = False
-        self._executing -= 1
-        stats = self._stats
-        for size, c_in, c_infer, c_out in flight.timings:
-            stats.batch_executed(size, c_in, c_infer, c_out)
-        now = self._clock()
+    def _completed(self, flight: Flight) -> None:
+        """Free the instance, commit each successful request's state, tell the policy;
+        the results become the outputs the clients get."""
+        self._busy[flight.work.instance] = False
         results = flight.results
         assert results is not None
-        for e, result in zip(flight.entries, results):
+        for i, (e, result) in enumerate(zip(flight.entries, results)):
             if type(result) is tuple:
-                assert e.seq is not None
                 e.seq.state = result[1]
-        self._policy.complete(flight.entries, now)
-        dispatch_ns = flight.dispatch_ns
-        for e, result in zip(flight.entries, results):
-            fut = e.handle
-            if fut.done():  # cancelled while executing: reported by infer()
-                continue
-            if type(result) is tuple:
-                fut.set_result(result[0])
-                stats.request_succeeded(now - e.enqueue_ns, dispatch_ns - e.enqueue_ns)
-            else:
-                fut.set_exception(result)
-                stats.request_failed(now - e.enqueue_ns, result.reason)
-        self._pump()
+                results[i] = result[0]
+        self._policy.complete(flight.entries, self._clock())
 
-    # -- execution (instance threads) ------------------------------------------------------
+    # -- instance thread -------------------------------------------------------------------
 
-    def _run(self, flight: _Flight) -> None:
-        try:
-            flight.results = self._run_rows(flight, flight.batch.rows, flight.states)
-        except BaseException as exc:  # noqa: BLE001 - every request must be resolved
-            flight.results = [BackendError(_message(exc))] * len(flight.entries)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._complete, flight)
+    def alone(self, work: _Work) -> list[Any]:
+        return [
+            _Work(work.instance, [e], [state])
+            for e, state in zip(work.rows, work.states)
+            if e is not None
+        ]
 
-    def _run_rows(
-        self, flight: _Flight, rows: list[SeqRequest | None], states: list[Any]
-    ) -> list[Result]:
-        clock = self._clock
-        t0 = clock()
-        try:
-            feed = self._feed(rows, states)
-            t1 = clock()
-            outputs = self._execute(feed, self._fetch)
-            t2 = clock()
-            results = self._split(rows, outputs)
-        except Exception as exc:
-            real = [(e, s) for e, s in zip(rows, states) if e is not None]
-            if len(real) == 1:
-                err = exc if isinstance(exc, BackendError) else BackendError(_message(exc))
-                return [err]
-            return self._isolate(flight, real)
-        flight.timings.append((len(results), t1 - t0, t2 - t1, clock() - t2))
-        return results
-
-    def _isolate(self, flight: _Flight, real: list[tuple[SeqRequest | None, Any]]) -> list[Result]:
-        """Re-run each request of a failed batch alone so only the bad one fails."""
-        results: list[Result] = []
-        for e, state in real:
-            assert e is not None
-            if e.handle.cancelled():
-                results.append(Cancelled("request was cancelled"))
-                continue
-            results.extend(self._run_rows(flight, [e], [state]))
-        return results
-
-    def _feed(self, rows: list[SeqRequest | None], states: list[Any]) -> dict[str, np.ndarray]:
+    def feed(self, work: _Work) -> tuple[dict[str, np.ndarray], int]:
+        rows, states = work.rows, work.states
         first = next(e for e in rows if e is not None).request.inputs
         batched = self._batching
         feed: dict[str, np.ndarray] = {}
@@ -387,9 +252,11 @@ class SequenceBatcher(DrainingScheduler):
         for st in self._states:
             values = [st.initial if s is None else s[st.input] for s in states]
             feed[st.input] = np.stack(values) if batched else values[0]
-        return feed
+        return feed, n - rows.count(None)
 
-    def _split(self, rows: list[SeqRequest | None], outputs: Outputs) -> list[Result]:
+    def split(self, work: _Work, size: int, outputs: Outputs) -> list[Result]:
+        """Per request: (its outputs, the sequence's new state)."""
+        rows = work.rows
         n = len(rows)
         if self._batching:
             for name, arr in outputs.items():
@@ -412,11 +279,42 @@ class SequenceBatcher(DrainingScheduler):
         return results
 
 
+class SequenceBatcher(BatchingEngine):
+    """Triton's sequence batcher (``direct`` or ``oldest``) as a ``Scheduler``."""
+
+    def __init__(
+        self,
+        execute: ExecuteFn,
+        output_names: Sequence[str],
+        max_batch_size: int,
+        config: SequenceBatching,
+        *,
+        instances: int = 1,
+        stats: StatsSink,
+        model: str = "",
+        model_dir: Path | None = None,
+        backlog_limit: int = 1024,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if instances < 1:
+            raise ValueError("instances must be >= 1")
+        try:
+            policy = SequencePolicy(
+                config, max_batch_size, instances, backlog_limit=backlog_limit, model=model
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model '{model}': {exc}") from None
+        assembler = SequenceAssembler(
+            policy, config, output_names, max_batch_size, instances,
+            model=model, model_dir=model_dir, clock=clock,
+        )
+        # sequence batches always run on the instance threads: nothing to learn at warm-up
+        super().__init__(
+            assembler, policy, execute, instances=instances, stats=stats, clock=clock, model=model
+        )
+
+
 def _zeros_like(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "O":
         return np.full(arr.shape, b"", dtype=object)
     return np.zeros_like(arr)
-
-
-def _message(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
