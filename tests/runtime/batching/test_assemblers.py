@@ -10,7 +10,7 @@ from kubeinfer.runtime.batching.batcher import DynamicAssembler
 from kubeinfer.runtime.batching.policy import BatchPolicy
 from kubeinfer.runtime.batching.sequence import SequenceAssembler
 from kubeinfer.runtime.batching.sequence_policy import SequencePolicy
-from kubeinfer.runtime.config.model import DynamicBatching, QueuePolicy
+from kubeinfer.spec.config.model import DynamicBatching, QueuePolicy
 from kubeinfer.runtime.errors import BackendError, InvalidInput
 from kubeinfer.runtime.types import InferRequest
 from tests.runtime.sequence.test_sequence_batcher import config
