@@ -26,7 +26,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from kubeinfer.spec.config.readers import parse_pbtxt
 from kubeinfer.spec.datatypes import normalize_datatype
-from kubeinfer.spec.errors import ConfigError, EnsembleError
+from kubeinfer.spec.errors import ConfigError, EnsembleError, validation_problems
 
 
 #: seconds a step may take to answer unless the definition or a flag says otherwise
@@ -108,11 +108,7 @@ def _validate(data: Any, source: str) -> EnsembleDef:
     try:
         return EnsembleDef.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{where}: {err['msg']}")
-        raise EnsembleError(f"{source}: invalid ensemble definition: " + "; ".join(problems)) from None
+        raise EnsembleError(f"{source}: invalid ensemble definition: {validation_problems(exc)}") from None
 
 
 def from_triton_config(text: str, source: str = "config.pbtxt") -> EnsembleDef:

@@ -7,6 +7,8 @@ treat a problem found here and one found while loading a model alike.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ConfigError(Exception):
     """A model repository or configuration problem found at startup."""
@@ -14,3 +16,10 @@ class ConfigError(Exception):
 
 class EnsembleError(ConfigError):
     """The ensemble definition is invalid (found while loading or at startup)."""
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """pydantic's errors as ``field.path: message`` items joined by ``; ``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+    )

@@ -311,7 +311,7 @@ class BatchingEngine:
 
     # -- execution (instance threads, or the loop when inline) -----------------------------
 
-    def _run_inline(self, flight: Flight) -> None:
+    def _run_flight(self, flight: Flight) -> None:
         try:
             if self._execute_requests is not None and len(flight.entries) > 1:
                 flight.results = self._run_requests(flight)
@@ -319,16 +319,13 @@ class BatchingEngine:
                 flight.results = self._run_work(flight, flight.work)
         except BaseException as exc:  # noqa: BLE001 - every request must be resolved
             flight.results = [BackendError(message(exc))] * len(flight.entries)
+
+    def _run_inline(self, flight: Flight) -> None:
+        self._run_flight(flight)
         self._complete(flight)
 
     def _run(self, flight: Flight) -> None:
-        try:
-            if self._execute_requests is not None and len(flight.entries) > 1:
-                flight.results = self._run_requests(flight)
-            else:
-                flight.results = self._run_work(flight, flight.work)
-        except BaseException as exc:  # noqa: BLE001 - every request must be resolved
-            flight.results = [BackendError(message(exc))] * len(flight.entries)
+        self._run_flight(flight)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._complete, flight)
 

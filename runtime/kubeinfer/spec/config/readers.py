@@ -15,7 +15,7 @@ from google.protobuf import json_format, text_format
 from pydantic import ValidationError
 
 from kubeinfer.spec.config.model import ModelConfig
-from kubeinfer.spec.errors import ConfigError
+from kubeinfer.spec.errors import ConfigError, validation_problems
 from kubeinfer.spec.proto.model_config_pb2 import ModelConfig as ModelConfigMessage
 
 CONFIG_FILES = ("config.pbtxt", "config.yaml", "config.yml", "config.json")
@@ -34,11 +34,7 @@ def validate(data: dict[str, Any], source: str) -> ModelConfig:
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            problems.append(f"{where}: {err['msg']}")
-        raise ConfigError(f"{source}: invalid model config: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: invalid model config: {validation_problems(exc)}") from None
 
 
 def parse_pbtxt(text: str, source: str = "config.pbtxt") -> ModelConfig:
