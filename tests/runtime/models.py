@@ -126,3 +126,65 @@ def strings_repo(root: Path) -> Path:
     return write_repo(
         root, "strings", STRINGS_CONFIG, lambda p: identity(p, TensorProto.STRING, ["B", "N"])
     )
+
+
+HELD_CONFIG = """
+name: "held"
+backend: "python"
+max_batch_size: 1
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
+dynamic_batching { }
+instance_group [ { count: 2 kind: KIND_CPU } ]
+parameters { key: "gate" value: { string_value: "%s" } }
+parameters { key: "record" value: { string_value: "%s" } }
+"""
+
+# records the first value of every request it executes, then waits (bounded) while the
+# gate file exists; two instances, so it never runs inline on the event loop
+HELD_MODEL = '''
+import json
+import os
+import time
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        params = json.loads(args["model_config"])["parameters"]
+        self.gate = params["gate"]["string_value"]
+        self.record = params["record"]["string_value"]
+
+    def execute(self, requests):
+        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
+        with open(self.record, "a") as f:
+            f.writelines(f"{float(x.flat[0])}\\n" for x in inputs)
+        deadline = time.monotonic() + 30
+        while os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x)]) for x in inputs]
+'''
+
+
+class Held:
+    """The ``held`` Python model's repository: ``gate`` (a file: while it exists every
+    batch waits) and ``executed()`` (the first value of each request it ran, warm-up
+    excluded)."""
+
+    def __init__(self, root: Path) -> None:
+        self.repo, self.gate, self.record = root / "repo", root / "hold", root / "executed"
+        model = self.repo / "held"
+        (model / "1").mkdir(parents=True)
+        (model / "config.pbtxt").write_text(HELD_CONFIG % (self.gate, self.record))
+        (model / "1" / "model.py").write_text(HELD_MODEL)
+        self._warm_up: list[str] | None = None
+
+    def started(self) -> None:
+        """Call once the server is ready: what ran until now was the warm-up."""
+        self._warm_up = self.record.read_text().splitlines() if self.record.exists() else []
+
+    def executed(self) -> list[str]:
+        assert self._warm_up is not None, "call started() first"
+        lines = self.record.read_text().splitlines() if self.record.exists() else []
+        return lines[len(self._warm_up):]

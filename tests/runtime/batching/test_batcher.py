@@ -440,3 +440,28 @@ async def test_failing_inline_batch_is_answered(make_batcher, make_request):
     with pytest.raises(BackendError, match="bad value"):
         await infer(b, make_request, BAD)
     assert float((await infer(b, make_request, 3.0))["y"][0, 0]) == 6.0
+
+
+async def test_a_request_cancelled_as_its_queue_deadline_passes_is_counted_once(make_request, stats):
+    """On a busy loop the cancellation of a waiting request (client gone, gRPC deadline)
+    and the timer that expires it can meet: the timer's pass runs after the cancel but
+    before the cancelled task resumes. The request fails once, not once per path."""
+    now = [0]
+    model = FakeModel()
+    b = DynamicBatcher(model, ["y"], 8, DynamicBatching(), stats=stats, clock=lambda: now[0], inline_below_ns=0)
+    await b.start()
+    model.hold()
+    first = asyncio.ensure_future(infer(b, make_request, 1.0))
+    await started(model)
+    late = asyncio.ensure_future(b.infer(make_request(value=2.0, timeout_us=60_000_000)))
+    await until(lambda: b.pending_count() == 1, "the late request to queue")
+    late.cancel()  # its future is cancelled now; the task resumes on the next loop turn
+    now[0] += 61_000_000_000  # its deadline passed (the real timer is a minute away)
+    b._pump()  # the expiry timer's pass, before the cancelled task runs
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    model.release()
+    await first
+    await asyncio.wait_for(b.drain(), GUARD)
+    assert len(stats.failed) == 1, stats.failed
+    assert 2.0 not in model.values()

@@ -16,7 +16,7 @@ import numpy as np
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.runtime.models import SLOW_CONFIG, slow_mlp, write_repo
+from tests.runtime.models import SLOW_CONFIG, Held, slow_mlp, write_repo
 
 
 def _input(batch: int) -> list:
@@ -26,24 +26,36 @@ def _input(batch: int) -> list:
 
 
 async def test_requests_whose_client_deadline_passed_are_never_executed(tmp_path, start_server):
-    repo = write_repo(tmp_path / "repo", "slow", SLOW_CONFIG, slow_mlp)
-    server = start_server(["serve", str(repo)])
+    held = Held(tmp_path)
+    server = start_server(["serve", str(held.repo)])
+    held.started()
+    held.gate.touch()
     async with aioclient.InferenceServerClient(server.grpc_url) as client:
-        # batches of 16 keep the one instance busy; late requests queue behind them
-        blockers = [asyncio.ensure_future(client.infer("slow", _input(16), client_timeout=60)) for _ in range(6)]
-        while (await client.get_inference_statistics("slow")).model_stats[0].execution_count == 0:
+        # both instances busy (held at the gate); late requests queue behind them
+        blockers = [asyncio.ensure_future(client.infer("held", _held_input(v), client_timeout=60)) for v in (0.5, 0.25)]
+        while sorted(held.executed()) != ["0.25", "0.5"]:
             await asyncio.sleep(0.005)
-        hurried = [client.infer("slow", _input(1), client_timeout=0.05) for _ in range(20)]
+        hurried = [client.infer("held", _held_input(7.0), client_timeout=0.2) for _ in range(20)]
         outcomes = await asyncio.gather(*hurried, return_exceptions=True)
+        # the server gave up on them too (they left the queue), while the gate still holds
+        while (await client.get_inference_statistics("held")).model_stats[0].inference_stats.fail.count < 20:
+            await asyncio.sleep(0.005)
+        held.gate.unlink()
         await asyncio.gather(*blockers)
-        stats = (await client.get_inference_statistics("slow")).model_stats[0]
+        stats = (await client.get_inference_statistics("held")).model_stats[0]
     gave_up = [o for o in outcomes if isinstance(o, InferenceServerException)]
     assert len(gave_up) == 20, outcomes
     assert {str(o.status()) for o in gave_up} <= {"StatusCode.DEADLINE_EXCEEDED"}
-    # only the blockers ran: 6 x 16 samples; the 20 late ones failed without executing
-    assert stats.inference_count == 96
-    assert stats.inference_stats.success.count == 6
+    # only the blockers ran; the 20 late ones failed without executing
+    assert sorted(held.executed()) == ["0.25", "0.5"]
+    assert stats.inference_stats.success.count == 2
     assert stats.inference_stats.fail.count == 20
+
+
+def _held_input(value: float) -> list:
+    inp = aioclient.InferInput("INPUT0", [1, 16], "FP32")
+    inp.set_data_from_numpy(np.full((1, 16), value, dtype=np.float32))
+    return [inp]
 
 
 async def test_open_stream_does_not_hold_shutdown(tmp_path, start_server):

@@ -12,62 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import orjson
 
-HELD_CONFIG = """
-name: "gated"
-backend: "python"
-max_batch_size: 1
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
-dynamic_batching { }
-instance_group [ { count: 2 kind: KIND_CPU } ]
-parameters { key: "gate" value: { string_value: "%s" } }
-parameters { key: "record" value: { string_value: "%s" } }
-"""
-
-# (two instances: never run inline on the event loop)
-# records the first value of every request it executes, then waits (bounded) while the
-# test holds the gate
-HELD_MODEL = '''
-import json
-import os
-import time
-
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        params = json.loads(args["model_config"])["parameters"]
-        self.gate = params["gate"]["string_value"]
-        self.record = params["record"]["string_value"]
-
-    def execute(self, requests):
-        inputs = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
-        with open(self.record, "a") as f:
-            f.writelines(f"{float(x.flat[0])}\\n" for x in inputs)
-        deadline = time.monotonic() + 30
-        while os.path.exists(self.gate) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x)]) for x in inputs]
-'''
-
+from tests.runtime.models import Held
 
 def _body(value: float) -> bytes:
     return orjson.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 16], "data": [value] * 16}]})
 
 
-def _gated_server(tmp_path, start_server):
-    gate = tmp_path / "hold"
-    model = tmp_path / "repo" / "gated"
-    (model / "1").mkdir(parents=True)
-    record = tmp_path / "executed"
-    (model / "config.pbtxt").write_text(HELD_CONFIG % (gate, record))
-    (model / "1" / "model.py").write_text(HELD_MODEL)
-    return start_server(["serve", str(tmp_path / "repo")]), gate, record
-
-
 def _stats(server) -> dict:
-    return httpx.get(f"http://{server.url}/v2/models/gated/stats").json()["model_stats"][0]
+    return httpx.get(f"http://{server.url}/v2/models/held/stats").json()["model_stats"][0]
 
 
 def _metric(server, name: str) -> float:
@@ -109,25 +61,25 @@ def _read_reply(sock: socket.socket, buf: bytearray) -> tuple[bytes, dict[bytes,
 
 
 def test_a_request_whose_client_disconnects_while_queued_never_executes(tmp_path, start_server):
-    server, gate, record = _gated_server(tmp_path, start_server)
-    url = f"http://{server.url}/v2/models/gated/infer"
-    warmed = record.read_text().splitlines() if record.exists() else []
-    executed = lambda: record.read_text().splitlines()[len(warmed):]  # noqa: E731
-    gate.touch()
+    held = Held(tmp_path)
+    server = start_server(["serve", str(held.repo)])
+    held.started()
+    url = f"http://{server.url}/v2/models/held/infer"
+    held.gate.touch()
     with ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(httpx.post, url, content=_body(v), timeout=30) for v in (0.5, 0.25)]
-        _until(lambda: record.exists() and sorted(executed()) == ["0.25", "0.5"], "both instances not held")
+        blockers = [pool.submit(httpx.post, url, content=_body(v), timeout=30) for v in (0.5, 0.25)]
+        _until(lambda: sorted(held.executed()) == ["0.25", "0.5"], "both instances not held")
         with socket.create_connection(("127.0.0.1", server.http_port)) as sock:
-            sock.sendall(_request(b"/v2/models/gated/infer", _body(7.0)))
+            sock.sendall(_request(b"/v2/models/held/infer", _body(7.0)))
             _until(lambda: _metric(server, "nv_inference_pending_request_count") == 1, "not queued")
         # the connection is gone: the queued request is cancelled at once (both instances
         # are still held, so it cannot have executed)
         _until(lambda: _stats(server)["inference_stats"]["fail"]["count"] == 1, "not cancelled")
         assert _metric(server, "nv_inference_pending_request_count") == 0
-        gate.unlink()
-        assert [f.result().status_code for f in held] == [200, 200]
+        held.gate.unlink()
+        assert [f.result().status_code for f in blockers] == [200, 200]
     assert httpx.post(url, content=_body(2.0)).status_code == 200  # the server serves on
-    assert sorted(executed()) == ["0.25", "0.5", "2.0"]  # the abandoned one never executed
+    assert sorted(held.executed()) == ["0.25", "0.5", "2.0"]  # the abandoned one never executed
     assert _stats(server)["inference_stats"]["success"]["count"] == 3
 
 

@@ -261,9 +261,9 @@ class BatchingEngine:
         failed = self._stats.request_failed
         for e in expired:
             fut = e.handle
-            if not fut.done():
+            if not fut.done():  # else cancelled just before: infer() reports it
                 fut.set_exception(DeadlineExceeded("request timed out in the queue"))
-            failed(now - e.enqueue_ns, DeadlineExceeded.reason)
+                failed(now - e.enqueue_ns, DeadlineExceeded.reason)
 
     def _complete(self, flight: Flight) -> None:
         self._executing -= 1
