@@ -302,3 +302,21 @@ async def test_resync_runs_until_stopped():
     assert api.obj("v1", "Service", "a")
     await h.stop_resync()
     assert not h.background
+
+
+def test_kopf_diff_base_is_kept_in_memory_and_forgotten_with_the_object():
+    """kopf's last handled state lives in the process (no annotation PATCH per change);
+    a deleted object's entry goes with it."""
+    from kubeinfer.operator.handlers import MemoryDiffBase
+
+    store = MemoryDiffBase()
+    body = kopf.Body({"metadata": {"name": "m", "namespace": "ns", "uid": "u1", "annotations": {"a": "b"}},
+                      "spec": {"x": 1}, "status": {"y": 2}})
+    assert store.fetch(body=body) is None  # after a start: every object gets its pass
+    patch = kopf.Patch()
+    essence = store.build(body=body)
+    store.store(body=body, patch=patch, essence=essence)
+    assert not patch  # nothing to write to the object
+    assert store.fetch(body=body) == {"spec": {"x": 1}, "metadata": {"annotations": {"a": "b"}}}
+    store.forget({"metadata": {"uid": "u1"}})
+    assert store.fetch(body=body) is None and len(store) == 0

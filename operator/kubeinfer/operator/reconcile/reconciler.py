@@ -132,6 +132,14 @@ async def check_names(api: Any, objects: list[dict[str, Any]], owner_uid: str, k
             f"belongs to {holder}; give this {kind} another name")
 
 
+def swept(body: dict[str, Any]) -> bool:
+    """Whether a full pass looks for owned objects no longer rendered: only once an earlier
+    pass has written a status. Before that no pass rendered another spec (a pass that
+    stopped before its status rendered this same generation), so there is nothing to
+    delete, and a burst of new objects saves a read per owned kind that is not rendered."""
+    return (body.get("status") or {}).get("observedGeneration") is not None
+
+
 def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(old.get(k) != v for k, v in new.items())
 
@@ -235,7 +243,7 @@ class Reconciler(BaseReconciler):
             await self._hand_over_replicas(target)
             deployment = await self.apply_objects(objects)
             rendered = {(o["apiVersion"], o["kind"]) for o in objects}
-            for api_version, kind in OWNED_KINDS:
+            for api_version, kind in OWNED_KINDS if swept(body) else ():
                 if (api_version, kind) not in rendered:
                     name = config_map_name(target) if kind == "ConfigMap" else target.name
                     if await self.api.delete_owned(api_version, kind, target.namespace, name, target.uid):
