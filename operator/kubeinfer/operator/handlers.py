@@ -22,7 +22,7 @@ the resync, the Deployment's events and the models' events run outside the objec
 kopf worker). A permanent :class:`~kubeinfer.operator.reconcile.Failure` (invalid spec,
 object rejected by the API server, name clash) becomes a Warning Event and
 ``kopf.PermanentError`` — no retries until the spec changes; a temporary one is retried with
-its delay. In the background paths (timers, events of other objects) every error is caught
+its delay. In the background paths (the resync, events of other objects) every error is caught
 per object and logged: one bad object never stops the others.
 """
 
