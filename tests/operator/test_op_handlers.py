@@ -320,3 +320,17 @@ def test_kopf_diff_base_is_kept_in_memory_and_forgotten_with_the_object():
     assert store.fetch(body=body) == {"spec": {"x": 1}, "metadata": {"annotations": {"a": "b"}}}
     store.forget({"metadata": {"uid": "u1"}})
     assert store.fetch(body=body) is None and len(store) == 0
+
+
+def test_a_handler_that_succeeds_at_once_leaves_kopf_nothing_to_patch():
+    """kopf's progress storage writes a handler's record and purges it when the handler is
+    done, and adds no marker annotation: no PATCH of the object at all."""
+    from kubeinfer.operator.handlers import ProgressAnnotations
+
+    storage = ProgressAnnotations(prefix="kubeinfer.dev")
+    body = kopf.Body({"metadata": {"name": "m", "namespace": "ns", "uid": "u1"}})
+    patch = kopf.Patch()
+    storage.store(key="model_changed", record={"success": True, "retries": 1}, body=body, patch=patch)
+    assert list(patch["metadata"]["annotations"]) == ["kubeinfer.dev/model_changed"]
+    storage.purge(key="model_changed", body=body, patch=patch)
+    assert not patch, dict(patch)

@@ -75,6 +75,16 @@ class MemoryDiffBase(kopf.DiffBaseStorage):
         self._seen.pop((body.get("metadata") or {}).get("uid") or "", None)
 
 
+class ProgressAnnotations(kopf.AnnotationsProgressStorage):
+    """kopf's progress in ``kubeinfer.dev/*`` annotations, without the ``kopf-managed``
+    marker kopf adds on the first handler outcome of every object: a PATCH per new object
+    that only brands the prefix for other kopf-based operators (ours is cleared from the
+    diff by its prefix alone). Records are still written while a handler is retried."""
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return None
+
+
 def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings,
                    diffbase: kopf.DiffBaseStorage | None = None) -> None:
     """kopf settings that matter on a real API server (see docs/operator.md)."""
@@ -83,7 +93,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings,
     kopf_settings.watching.connect_timeout = 30
     # progress (only while a handler is being retried) in annotations: nothing of kopf's
     # lands in .status; the diff-base in memory (see MemoryDiffBase)
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.progress_storage = ProgressAnnotations(prefix=ANNOTATION_PREFIX)
     kopf_settings.persistence.diffbase_storage = diffbase or MemoryDiffBase()
     kopf_settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
     kopf_settings.posting.level = logging.WARNING  # only warnings become Events
