@@ -334,3 +334,31 @@ def test_a_handler_that_succeeds_at_once_leaves_kopf_nothing_to_patch():
     assert list(patch["metadata"]["annotations"]) == ["kubeinfer.dev/model_changed"]
     storage.purge(key="model_changed", body=body, patch=patch)
     assert not patch, dict(patch)
+
+
+async def test_deployment_event_takes_its_model_from_the_index_and_survives_a_stale_one():
+    """The owner of a Deployment event comes from the watch's index, not a GET; an index
+    entry older than the object makes the status write conflict, then the pass re-reads."""
+    from kubeinfer.operator.handlers import index_models
+
+    api = FakeKubeApi(deployment_status={})
+    h, _ = handlers(api)
+    await h.changed("InferenceModel", api.put(model("m")))
+    index = {("ns", "m"): [index_models("ns", "m", api.obj(*IM, "m"))["ns", "m"]]}
+    api.obj("apps/v1", "Deployment", "m")["status"] = copy.deepcopy(AVAILABLE)
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED", index)
+    assert api.calls[calls:] == [("status", "InferenceModel", "m")]
+    assert ready(api.obj(*IM, "m"))["status"] == "True"
+    # the index still shows the version before that write: refused, re-read, nothing to write
+    api.obj("apps/v1", "Deployment", "m")["status"]["readyReplicas"] = 2
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED", index)
+    assert api.calls[calls:] == [("status", "InferenceModel", "m"), ("get", "InferenceModel", "m"),
+                                 ("status", "InferenceModel", "m")]
+    assert api.obj(*IM, "m")["status"]["readyReplicas"] == 2
+    # an entry of another object of that name (deleted, created again) is not used
+    index = {("ns", "m"): [{**index["ns", "m"][0], "metadata": {"name": "m", "namespace": "ns", "uid": "old"}}]}
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED", index)
+    assert api.calls[calls] == ("get", "InferenceModel", "m")

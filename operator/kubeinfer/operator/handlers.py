@@ -49,6 +49,8 @@ log = logging.getLogger("kubeinfer.operator")
 ANNOTATION_PREFIX = "kubeinfer.dev"
 # an index lookup: (namespace, model) -> names of the ensembles that refer to it
 EnsembleIndex = Mapping[tuple[str, str], Iterable[str]]
+# an index lookup: (namespace, name) -> the InferenceModel as last watched (see index_models)
+ModelIndex = Mapping[tuple[str, str], Iterable[Mapping[str, Any]]]
 
 
 class MemoryDiffBase(kopf.DiffBaseStorage):
@@ -229,10 +231,13 @@ class Handlers:
                 log.info("InferenceModel %s/%s changed: reconciling InferenceEnsemble %s", namespace, model, name)
                 await self.reconcile(ENSEMBLE_KIND, ensemble, background=True)
 
-    async def deployment_event(self, body: Mapping[str, Any], type: str | None) -> None:
+    async def deployment_event(self, body: Mapping[str, Any], type: str | None,
+                               models: ModelIndex | None = None) -> None:
         """A Deployment we manage changed: its owner's status follows (and drift is undone:
         a deleted Deployment comes back). The initial listing is skipped: the startup's
-        passes of the owners cover it."""
+        passes of the owners cover it. An InferenceModel owner comes from ``models`` (the
+        watch's view: no GET per event; a view older than the object only costs the
+        status write's conflict and a re-read), other owners are read."""
         meta = body.get("metadata") or {}
         owner = next((r for r in meta.get("ownerReferences") or []
                       if r.get("kind") in self.reconcilers and r.get("controller")), None)
@@ -242,8 +247,13 @@ class Handlers:
         if type == "DELETED":
             self.reconcilers[owner["kind"]].applied.forget(meta["namespace"], meta["name"])
             live = None
+        obj = None
+        if owner["kind"] == KIND and models is not None:
+            obj = next((copy.deepcopy(dict(m)) for m in models.get((meta["namespace"], owner["name"]), ())
+                        if (m.get("metadata") or {}).get("uid") == owner["uid"]), None)
         try:
-            obj = await self.api.get(API_VERSION, owner["kind"], meta["namespace"], owner["name"])
+            if obj is None:
+                obj = await self.api.get(API_VERSION, owner["kind"], meta["namespace"], owner["name"])
         except ApiFailure as exc:
             log.warning("cannot read the owner of Deployment %s/%s: %s", meta["namespace"], meta["name"], exc)
             return
@@ -254,6 +264,17 @@ class Handlers:
 def index_ensembles(namespace: str, name: str, body: Mapping[str, Any]) -> dict[tuple[str, str], str]:
     """The ``ensembles_by_model`` index entries of one InferenceEnsemble."""
     return {(namespace, model): name for model in referenced_models(dict(body))}
+
+
+def index_models(namespace: str, name: str, body: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The ``models_by_name`` index entry of one InferenceModel: what a pass reads of it
+    (no managedFields, no annotations: a few KB per model)."""
+    meta = body.get("metadata") or {}
+    slim = {k: meta[k] for k in ("name", "namespace", "uid", "generation", "resourceVersion", "labels",
+                                 "deletionTimestamp") if meta.get(k) is not None}
+    return {(namespace, name): copy.deepcopy({"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                                              "metadata": slim, "spec": body.get("spec") or {},
+                                              "status": body.get("status") or {}})}
 
 
 def build_registry(settings: OperatorSettings, handlers: Handlers,
@@ -285,6 +306,10 @@ def build_registry(settings: OperatorSettings, handlers: Handlers,
     def ensembles_by_model(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
         return index_ensembles(namespace, name, body)
 
+    @kopf.index(*models, id="models_by_name", registry=registry)
+    def models_by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        return index_models(namespace, name, body)
+
     @kopf.on.resume(*models, id="model_changed", registry=registry)
     @kopf.on.create(*models, id="model_changed", registry=registry)
     @kopf.on.update(*models, id="model_changed", registry=registry)
@@ -308,8 +333,8 @@ def build_registry(settings: OperatorSettings, handlers: Handlers,
 
     @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY},
                    id="deployment_event", registry=registry)
-    async def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
-        await handlers.deployment_event(body, type)
+    async def deployment_event(body: kopf.Body, type: str | None, models_by_name: kopf.Index, **_: Any) -> None:
+        await handlers.deployment_event(body, type, models_by_name)
 
     return registry
 
