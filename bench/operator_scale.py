@@ -5,8 +5,9 @@ A benchmark, not a test: it prints figures (and writes them as JSON with ``--jso
 1. latency: ``--latency`` models created one after another; time from the create to the
    operator's Deployment existing (p50 / p99);
 2. scale: ``--count`` InferenceModels created at once (``--create-threads`` clients in
-   parallel); time until all are Ready after the last create, the operator's RSS and CPU
-   during and after;
+   parallel); time until all are Ready after the last create (and, before, until all
+   their Deployments are Available: the control plane's share), the operator's RSS and
+   CPU during and after;
 3. delete all: one delete collection; time until every owned Deployment, Service and PDB
    is gone (garbage collection; the operator holds no finalizers);
 4. chaos: ``--chaos`` models created while the operator is killed with SIGKILL half-way
@@ -228,6 +229,10 @@ def main() -> int:
     def n_ready(ns: str) -> int:
         return sum(ready(im.to_dict()) for im in client.list(IM, namespace=ns))
 
+    def n_available(ns: str) -> int:
+        return sum(1 for d in client.list(Deployment, namespace=ns)
+                   if any(c.type == "Available" and c.status == "True" for c in (d.status and d.status.conditions) or []))
+
     def owned_left(ns: str) -> int:
         return sum(len(list(client.list(kind, namespace=ns, labels=MANAGED)))
                    for kind in (Deployment, Service, PodDisruptionBudget))
@@ -278,6 +283,10 @@ def main() -> int:
             cpu0, t0 = op.cpu_seconds(), time.monotonic()
             create_all([f"m{i:04d}" for i in range(args.count)], ns, args.create_threads)
             t_last = time.monotonic()
+            # the control plane's part: every Deployment Available (controllers and kwok);
+            # then the operator's: every InferenceModel Ready (its status follows)
+            wait(f"{args.count} Deployments Available", lambda: n_available(ns) == args.count, interval=1)
+            t_available = time.monotonic()
             wait(f"{args.count} Ready", lambda: n_ready(ns) == args.count, interval=1)
             t_ready = time.monotonic()
             cpu1 = op.cpu_seconds()
@@ -290,6 +299,7 @@ def main() -> int:
             results["scale"] = {
                 "count": args.count,
                 "create_all_s": round(t_last - t0, 1),
+                "deployments_available_after_last_create_s": round(t_available - t_last, 1),
                 "ready_after_last_create_s": round(t_ready - t_last, 1),
                 "rss_peak_mb": round(max(s[1] for s in during), 1) if during else None,
                 "rss_after_mb": round(op.rss_mb(), 1),
