@@ -302,12 +302,14 @@ def build_registry(settings: OperatorSettings, handlers: Handlers,
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
+    # the index functions are coroutines: kopf runs a plain function in its thread pool, a
+    # hop to another thread (and its malloc arena) for every event of every object
     @kopf.index(*ensembles, id="ensembles_by_model", registry=registry)
-    def ensembles_by_model(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
+    async def ensembles_by_model(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], str]:
         return index_ensembles(namespace, name, body)
 
     @kopf.index(*models, id="models_by_name", registry=registry)
-    def models_by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    async def models_by_name(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         return index_models(namespace, name, body)
 
     @kopf.on.resume(*models, id="model_changed", registry=registry)
