@@ -201,7 +201,10 @@ class Handlers:
         await asyncio.sleep(interval)
         while True:
             start = loop.time()
-            await self.resync_round(kind, interval)
+            try:
+                await self.resync_round(kind, interval)
+            except Exception:  # noqa: BLE001 - the resync must outlive any one round
+                log.exception("resync of %ss: the round failed; the next one runs in %ss", kind, interval)
             await asyncio.sleep(max(0.0, start + interval - loop.time()))
 
     def start_resync(self, interval: float) -> None:
