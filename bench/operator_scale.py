@@ -19,7 +19,9 @@ requests by verb and resource during the phase (``apiserver_request_total`` from
 /metrics, every client together: the operator's requests are the PATCH/APPLY/GET of
 inferencemodels, deployments, services, poddisruptionbudgets and the sweep's kinds; the
 control plane's own are mostly PUT/POST of replicasets, pods, endpointslices, events).
-``--py-spy FILE`` records the operator's stacks during phase 2 (py-spy, raw format).
+``--py-spy FILE`` records the operator's stacks during phase 2 (py-spy, raw format);
+``KUBEINFER_BENCH_PYTHONPATH`` runs the operator from another checkout (before/after
+comparisons: e.g. ``git archive <commit> operator runtime | tar -x -C /tmp/base``).
 
     PYTHONPATH=runtime:operator KUBEINFER_NODES=6 python bench/operator_scale.py \\
         [--count 500] [--latency 20] [--chaos 50] [--json out.json] [--skip latency,chaos]
