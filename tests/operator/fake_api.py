@@ -97,5 +97,16 @@ class FakeKubeApi:
         current["status"] = {**(current.get("status") or {}), **copy.deepcopy(status)}
         current["metadata"]["resourceVersion"] = str(next(self._versions))
 
+    async def _list(self, kind: str, namespaces: list[str]) -> list[dict[str, Any]]:
+        self._check("list", kind, "")
+        return [copy.deepcopy(o) for (_, k, ns, _), o in sorted(self.objects.items())
+                if k == kind and (not namespaces or ns in namespaces)]
+
+    async def list_inference_models(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        return await self._list("InferenceModel", namespaces)
+
+    async def list_inference_ensembles(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        return await self._list("InferenceEnsemble", namespaces)
+
     async def close(self) -> None:
         self.closed = True

@@ -72,7 +72,8 @@ def test_no_hpa_yet_and_no_autoscaling():
 def test_reconcile_writes_autoscaler_status_and_never_replicas():
     spec = {"model": {"uri": "https://h/d.tar.gz"}, "replicas": 2, "autoscaling": {"maxReplicas": 4}}
     api = FakeApi(AVAILABLE, objects={("HorizontalPodAutoscaler", "keda-hpa-digits"): KEDA_HPA})
-    status = asyncio.run(Reconciler(api, RenderOptions(), clock=lambda: "t0").reconcile(body(spec)))
+    status = asyncio.run(Reconciler(api, RenderOptions(), clock=lambda: "t0").reconcile(
+        body(spec, generation=2, status={"observedGeneration": 1})))
     assert status["autoscaler"]["desiredReplicas"] == 3
     assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded", METRIC_MISSING}
     (deployment,) = [m for m in api.applied if m["kind"] == "Deployment"]
@@ -83,8 +84,9 @@ def test_reconcile_writes_autoscaler_status_and_never_replicas():
 
 def test_removing_autoscaling_clears_its_status():
     api = FakeApi(AVAILABLE)
-    old = {"autoscaler": {"kind": "keda"}, "conditions": [{"type": METRIC_MISSING, "status": "False"}]}
-    status = asyncio.run(Reconciler(api, RenderOptions(), clock=lambda: "t0").reconcile(body(status=old)))
+    old = {"observedGeneration": 1, "autoscaler": {"kind": "keda"},
+           "conditions": [{"type": METRIC_MISSING, "status": "False"}]}
+    status = asyncio.run(Reconciler(api, RenderOptions(), clock=lambda: "t0").reconcile(body(generation=2, status=old)))
     assert status["autoscaler"] is None
     assert METRIC_MISSING not in {c["type"] for c in status["conditions"]}
     assert ("ScaledObject", "digits") in api.deleted

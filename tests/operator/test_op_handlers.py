@@ -135,16 +135,22 @@ async def test_deployment_event_updates_its_owner_only():
     h, _ = handlers(api)
     await h.changed("InferenceModel", api.put(model("m")))
     assert ready(api.obj(*IM, "m"))["reason"] == "ReplicasNotReady"
-    api.deployment_status = {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1,
-                             "observedGeneration": 1, "conditions": [{"type": "Available", "status": "True"}]}
-    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"))
+    # the Deployment's controller writes its status: the event carries it, the owner's
+    # status follows without the Deployment being applied again
+    api.obj("apps/v1", "Deployment", "m")["status"] = copy.deepcopy(AVAILABLE)
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED")
     assert ready(api.obj(*IM, "m"))["status"] == "True"
+    assert [c for c in api.calls[calls:] if c[0] != "get"] == [("status", "InferenceModel", "m")]
     # a Deployment whose owner is gone (or another one of the same name) is left alone
     stray = copy.deepcopy(api.obj("apps/v1", "Deployment", "m"))
     stray["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
     calls = len(api.calls)
-    await h.deployment_event(stray)
+    await h.deployment_event(stray, "MODIFIED")
     assert [c for c in api.calls[calls:] if c[0] != "get"] == []
+    # the initial listing is left to the owners' own resume handlers
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), None)
+    assert len(api.calls) == calls + 1
 
 
 async def test_stale_status_is_never_written_over_a_newer_one():
@@ -172,7 +178,7 @@ async def test_passes_of_one_object_do_not_overlap():
     running, overlap = set(), []
 
     class Slow(Reconciler):
-        async def reconcile(self, body, light=False):
+        async def reconcile(self, body, light=False, deployment=None):
             key = body["metadata"]["name"]
             overlap.append(key in running)
             running.add(key)
@@ -184,7 +190,7 @@ async def test_passes_of_one_object_do_not_overlap():
     h.reconcilers["InferenceModel"] = Slow(api, RenderOptions())
     body = api.put(model("m"))
     await asyncio.gather(*(h.resync("InferenceModel", body) for _ in range(5)),
-                         h.deployment_event({"metadata": {}}))
+                         h.deployment_event({"metadata": {}}, "MODIFIED"))
     assert overlap == [False] * 5
     assert len(h.serial) == 0  # nothing left behind
 
@@ -223,15 +229,136 @@ async def test_failure_outcomes_of_reconciler_stay_failures():
 
 
 async def test_deployment_event_pass_is_light_the_resync_full():
-    """A Deployment event applies only the Deployment (and refreshes the status); the resync
-    timer brings back everything else."""
+    """A Deployment event re-applies only the Deployment, and only when it drifted (its
+    generation moved: someone changed its spec) or was deleted; the resync brings back
+    everything else."""
     api = FakeKubeApi()
     h, _ = handlers(api)
     await h.changed("InferenceModel", api.put(model("m")))
     del api.objects[("v1", "Service", "ns", "m")]
+    applies = lambda since: [c for c in api.calls[since:] if c[0] == "apply"]  # noqa: E731
     calls = len(api.calls)
-    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"))
-    assert [c for c in api.calls[calls:] if c[0] == "apply"] == [("apply", "Deployment", "m")]
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED")
+    assert applies(calls) == []  # what our last apply left: nothing to correct
+    edited = api.obj("apps/v1", "Deployment", "m")
+    edited["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else"
+    edited["metadata"]["generation"] += 1
+    await h.deployment_event(edited, "MODIFIED")
+    assert applies(calls) == [("apply", "Deployment", "m")]
+    assert api.obj("apps/v1", "Deployment", "m")["spec"]["template"]["spec"]["containers"][0]["image"] != "someone/else"
+    gone = api.objects.pop(("apps/v1", "Deployment", "ns", "m"))
+    await h.deployment_event(gone, "DELETED")
+    assert applies(calls) == [("apply", "Deployment", "m")] * 2 and api.obj("apps/v1", "Deployment", "m")
     assert api.obj("v1", "Service", "m") is None
     await h.resync("InferenceModel", api.obj(*IM, "m"))
     assert api.obj("v1", "Service", "m") is not None
+
+
+async def test_a_changed_render_is_applied_on_the_next_deployment_event():
+    """The record of the last apply is per manifest: an operator whose render of the
+    Deployment changed (another default image, say) applies it at the next event."""
+    api = FakeKubeApi()
+    h, _ = handlers(api)
+    await h.changed("InferenceModel", api.put(model("m")))
+    h.reconcilers["InferenceModel"].options = RenderOptions(runtime_image="other/runtime:2")
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED")
+    assert api.obj("apps/v1", "Deployment", "m")["spec"]["template"]["spec"]["containers"][0]["image"] \
+        == "other/runtime:2"
+
+
+async def test_resync_round_reads_each_object_afresh_and_survives_a_bad_one(caplog):
+    """The resync lists the objects, then runs their passes one after another on a fresh
+    read each: a drifted object is corrected, one whose read fails is skipped and logged,
+    one already failed is left alone."""
+    api = FakeKubeApi()
+    h, _ = handlers(api)
+    for name in ("a", "b", "c"):
+        await h.changed("InferenceModel", api.put(model(name)))
+    with pytest.raises(kopf.PermanentError):
+        await h.changed("InferenceModel", api.put(model("bad", model={"uri": "s3://b/m",
+                                                                   "config": {"max_batch_size": 2 ** 40}})))
+    for name in ("a", "c"):
+        del api.objects[("v1", "Service", "ns", name)]
+    api.fail = lambda verb, kind, name: ApiFailure(503, "unavailable") if (verb, name) == ("get", "b") else None
+    calls = len(api.calls)
+    assert await h.resync_round("InferenceModel", interval=0.01) == 2
+    assert api.obj("v1", "Service", "a") and api.obj("v1", "Service", "c")
+    assert ("apply", "Deployment", "bad") not in api.calls[calls:]
+    assert "cannot read InferenceModel ns/b" in caplog.text
+    api.fail = lambda verb, kind, name: ApiFailure(503, "unavailable") if verb == "list" else None
+    assert await h.resync_round("InferenceModel", interval=0.01) == 0
+
+
+async def test_resync_runs_until_stopped():
+    api = FakeKubeApi()
+    h, _ = handlers(api)
+    await h.changed("InferenceModel", api.put(model("a")))
+    del api.objects[("v1", "Service", "ns", "a")]
+    h.start_resync(0.01)
+    for _ in range(200):
+        if api.obj("v1", "Service", "a"):
+            break
+        await asyncio.sleep(0.01)
+    assert api.obj("v1", "Service", "a")
+    await h.stop_resync()
+    assert not h.background
+
+
+def test_kopf_diff_base_is_kept_in_memory_and_forgotten_with_the_object():
+    """kopf's last handled state lives in the process (no annotation PATCH per change);
+    a deleted object's entry goes with it."""
+    from kubeinfer.operator.handlers import MemoryDiffBase
+
+    store = MemoryDiffBase()
+    body = kopf.Body({"metadata": {"name": "m", "namespace": "ns", "uid": "u1", "annotations": {"a": "b"}},
+                      "spec": {"x": 1}, "status": {"y": 2}})
+    assert store.fetch(body=body) is None  # after a start: every object gets its pass
+    patch = kopf.Patch()
+    essence = store.build(body=body)
+    store.store(body=body, patch=patch, essence=essence)
+    assert not patch  # nothing to write to the object
+    assert store.fetch(body=body) == {"spec": {"x": 1}, "metadata": {"annotations": {"a": "b"}}}
+    store.forget({"metadata": {"uid": "u1"}})
+    assert store.fetch(body=body) is None and len(store) == 0
+
+
+def test_a_handler_that_succeeds_at_once_leaves_kopf_nothing_to_patch():
+    """kopf's progress storage writes a handler's record and purges it when the handler is
+    done, and adds no marker annotation: no PATCH of the object at all."""
+    from kubeinfer.operator.handlers import ProgressAnnotations
+
+    storage = ProgressAnnotations(prefix="kubeinfer.dev")
+    body = kopf.Body({"metadata": {"name": "m", "namespace": "ns", "uid": "u1"}})
+    patch = kopf.Patch()
+    storage.store(key="model_changed", record={"success": True, "retries": 1}, body=body, patch=patch)
+    assert list(patch["metadata"]["annotations"]) == ["kubeinfer.dev/model_changed"]
+    storage.purge(key="model_changed", body=body, patch=patch)
+    assert not patch, dict(patch)
+
+
+async def test_deployment_event_takes_its_model_from_the_index_and_survives_a_stale_one():
+    """The owner of a Deployment event comes from the watch's index, not a GET; an index
+    entry older than the object makes the status write conflict, then the pass re-reads."""
+    from kubeinfer.operator.handlers import index_models
+
+    api = FakeKubeApi(deployment_status={})
+    h, _ = handlers(api)
+    await h.changed("InferenceModel", api.put(model("m")))
+    index = {("ns", "m"): [index_models("ns", "m", api.obj(*IM, "m"))["ns", "m"]]}
+    api.obj("apps/v1", "Deployment", "m")["status"] = copy.deepcopy(AVAILABLE)
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED", index)
+    assert api.calls[calls:] == [("status", "InferenceModel", "m")]
+    assert ready(api.obj(*IM, "m"))["status"] == "True"
+    # the index still shows the version before that write: refused, re-read, nothing to write
+    api.obj("apps/v1", "Deployment", "m")["status"]["readyReplicas"] = 2
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED", index)
+    assert api.calls[calls:] == [("status", "InferenceModel", "m"), ("get", "InferenceModel", "m"),
+                                 ("status", "InferenceModel", "m")]
+    assert api.obj(*IM, "m")["status"]["readyReplicas"] == 2
+    # an entry of another object of that name (deleted, created again) is not used
+    index = {("ns", "m"): [{**index["ns", "m"][0], "metadata": {"name": "m", "namespace": "ns", "uid": "old"}}]}
+    calls = len(api.calls)
+    await h.deployment_event(api.obj("apps/v1", "Deployment", "m"), "MODIFIED", index)
+    assert api.calls[calls] == ("get", "InferenceModel", "m")

@@ -73,12 +73,18 @@ def options():
     return RenderOptions()
 
 
+async def test_a_pass_after_a_status_sweeps_what_is_not_rendered(options):
+    api = FakeApi(AVAILABLE)
+    await Reconciler(api, options, clock=lambda: "T0").reconcile(body(generation=2, status={"observedGeneration": 1}))
+    # what is not rendered is swept, each kind under the name it is rendered with
+    assert ("HorizontalPodAutoscaler", "digits") in api.deleted and ("ConfigMap", "digits-model-config") in api.deleted
+
+
 async def test_reconcile_applies_and_reports_ready(options):
     api = FakeApi(AVAILABLE)
     status = await Reconciler(api, options, clock=lambda: "T0").reconcile(body())
     assert [m["kind"] for m in api.applied] == ["Deployment", "Service", "PodDisruptionBudget"]
-    # what is not rendered is swept, each kind under the name it is rendered with
-    assert ("HorizontalPodAutoscaler", "digits") in api.deleted and ("ConfigMap", "digits-model-config") in api.deleted
+    assert api.deleted == []  # the first pass: nothing of another spec can exist yet
     assert status["observedGeneration"] == 1
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     assert status["url"] == "http://digits.ns.svc.cluster.local:8000"

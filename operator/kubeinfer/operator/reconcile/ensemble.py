@@ -25,9 +25,7 @@ from kubeinfer.operator.k8s import ApiFailure
 from kubeinfer.operator.reconcile.reconciler import (
     BaseReconciler,
     Failure,
-    apply_objects,
     check_names,
-    deployment_only,
     spec_problems,
     status_changed,
     write_status,
@@ -112,7 +110,8 @@ class EnsembleReconciler(BaseReconciler):
             states[ref] = model_state(ref, await self.api.get(API_VERSION, KIND, namespace, ref))
         return states
 
-    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
+    async def run_pass(self, body: dict[str, Any], light: bool = False,
+                       live: dict[str, Any] | None = None) -> dict[str, Any]:
         """One pass for one InferenceEnsemble; returns the status written. Raises :class:`Failure`."""
         meta = body["metadata"]
         try:
@@ -139,12 +138,12 @@ class EnsembleReconciler(BaseReconciler):
 
         try:
             if light:
-                deployment = await apply_objects(self.api, deployment_only(objects))
+                deployment = await self.apply_deployment(objects, live)
             else:
                 clash = await check_names(self.api, objects, uid, ENSEMBLE_KIND)
                 if clash:
                     raise await self.fail(body, "NameClash", clash)
-                deployment = await apply_objects(self.api, objects)
+                deployment = await self.apply_objects(objects)
         except ApiFailure as exc:
             raise await self.apply_failed(body, exc) from None
 

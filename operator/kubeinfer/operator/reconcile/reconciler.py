@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from kubeinfer.operator.api.v1alpha1 import API_VERSION, KIND, InferenceModelSpec
 from kubeinfer.operator.k8s import ApiFailure
+from kubeinfer.operator.reconcile.applied import Applied
 from kubeinfer.operator.reconcile.autoscaler import HANDOVER_MANAGER, autoscaler_status, replicas_handover
 from kubeinfer.operator.reconcile.status import failed_status, parse_status, ready_condition, status_for
 from kubeinfer.operator.render import OWNED_KINDS, InvalidSpec, RenderOptions, Target, render_all
@@ -131,14 +132,12 @@ async def check_names(api: Any, objects: list[dict[str, Any]], owner_uid: str, k
             f"belongs to {holder}; give this {kind} another name")
 
 
-async def apply_objects(api: Any, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Server-side apply each rendered object in order; the applied Deployment, for status."""
-    deployment = None
-    for manifest in objects:
-        applied = await api.apply(manifest)
-        if manifest["kind"] == "Deployment":
-            deployment = applied
-    return deployment
+def swept(body: dict[str, Any]) -> bool:
+    """Whether a full pass looks for owned objects no longer rendered: only once an earlier
+    pass has written a status. Before that no pass rendered another spec (a pass that
+    stopped before its status rendered this same generation), so there is nothing to
+    delete, and a burst of new objects saves a read per owned kind that is not rendered."""
+    return (body.get("status") or {}).get("observedGeneration") is not None
 
 
 def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -154,16 +153,19 @@ class BaseReconciler:
         self.api = api
         self.options = options
         self.clock = clock
+        self.applied = Applied()  # the Deployments' last applies (see reconcile.applied)
 
-    async def reconcile(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
+    async def reconcile(self, body: dict[str, Any], light: bool = False,
+                        deployment: dict[str, Any] | None = None) -> dict[str, Any]:
         """Converge one object; returns the status written (``{}`` when it is gone).
-        ``light``: after an event of the object's own Deployment — apply only the Deployment
-        (its drift) and refresh the status; the full pass (every owned object, the sweep of
-        kinds no longer wanted, the name check) runs on spec changes and the resync timer.
-        Raises :class:`Failure`."""
+        ``light``: after an event of the object's own Deployment (``deployment``, as the
+        event showed it; None when it was deleted) — re-apply the Deployment only when it
+        drifted or its render changed, and refresh the status from it; the full pass (every
+        owned object, the sweep of kinds no longer wanted, the name check) runs on spec
+        changes and the resync. Raises :class:`Failure`."""
         for _ in range(CONFLICT_ATTEMPTS):
             try:
-                return await self.run_pass(body, light)
+                return await self.run_pass(body, light, deployment)
             except StaleView:
                 meta = body["metadata"]
                 try:
@@ -177,8 +179,27 @@ class BaseReconciler:
         raise Failure("StatusConflict", "the object kept changing while its status was written",
                       permanent=False, delay=1)
 
-    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
+    async def run_pass(self, body: dict[str, Any], light: bool = False,
+                       live: dict[str, Any] | None = None) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def apply_objects(self, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Server-side apply each rendered object in order; the applied Deployment, for status."""
+        deployment = None
+        for manifest in objects:
+            applied = await self.api.apply(manifest)
+            if manifest["kind"] == "Deployment":
+                deployment = applied
+                self.applied.record(manifest, applied)
+        return deployment
+
+    async def apply_deployment(self, objects: list[dict[str, Any]], live: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The light pass's apply: the Deployment, unless ``live`` is what our last apply of
+        the same manifest left (then ``live`` itself, for status)."""
+        manifest = next((o for o in objects if o["kind"] == "Deployment"), None)
+        if manifest is not None and self.applied.unchanged(manifest, live):
+            return live
+        return await self.apply_objects([manifest] if manifest is not None else [])
 
     async def fail(self, body: dict[str, Any], reason: str, message: str) -> Failure:
         """Write a failed status (Ready=False with ``reason``); the permanent failure to raise."""
@@ -200,13 +221,9 @@ class BaseReconciler:
         return await self.fail(body, "RenderFailed", f"cannot render the objects: {type(exc).__name__}: {exc}")
 
 
-def deployment_only(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == "Deployment"]
-
-
 class Reconciler(BaseReconciler):
-    async def run_pass(self, body: dict[str, Any], light: bool = False) -> dict[str, Any]:
-        meta = body["metadata"]
+    async def run_pass(self, body: dict[str, Any], light: bool = False,
+                       live: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             target = parse(body)
             objects = render_all(target, self.options)
@@ -217,16 +234,16 @@ class Reconciler(BaseReconciler):
 
         try:
             if light:
-                await self._hand_over_replicas(target)
-                deployment = await apply_objects(self.api, deployment_only(objects))
+                await self._hand_over_replicas(target, live)
+                deployment = await self.apply_deployment(objects, live)
                 return await self._status(body, target, deployment)
             clash = await check_names(self.api, objects, target.uid, KIND)
             if clash:
                 raise await self.fail(body, "NameClash", clash)
             await self._hand_over_replicas(target)
-            deployment = await apply_objects(self.api, objects)
+            deployment = await self.apply_objects(objects)
             rendered = {(o["apiVersion"], o["kind"]) for o in objects}
-            for api_version, kind in OWNED_KINDS:
+            for api_version, kind in OWNED_KINDS if swept(body) else ():
                 if (api_version, kind) not in rendered:
                     name = config_map_name(target) if kind == "ConfigMap" else target.name
                     if await self.api.delete_owned(api_version, kind, target.namespace, name, target.uid):
@@ -244,12 +261,14 @@ class Reconciler(BaseReconciler):
             await write_status(self.api, body, status, KIND)
         return status
 
-    async def _hand_over_replicas(self, t: Target) -> None:
+    async def _hand_over_replicas(self, t: Target, live: dict[str, Any] | None = None) -> None:
         """Autoscaling was just turned on: keep the Deployment's replicas (see
-        :func:`.autoscaler.replicas_handover`). One extra read per pass while autoscaling."""
+        :func:`.autoscaler.replicas_handover`). One extra read per full pass while
+        autoscaling (a light pass has the Deployment from its event: ``live``)."""
         if t.spec.autoscaling is None:
             return
-        live = await self.api.get("apps/v1", "Deployment", t.namespace, t.name)
+        if live is None:
+            live = await self.api.get("apps/v1", "Deployment", t.namespace, t.name)
         handover = replicas_handover(t, live, self.api.field_manager)
         if handover is not None:
             await self.api.apply(handover, field_manager=HANDOVER_MANAGER)

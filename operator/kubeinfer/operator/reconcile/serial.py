@@ -1,7 +1,7 @@
 """One reconcile pass at a time per object.
 
 kopf already runs the change handlers of one object one after another, but an object is
-also reconciled from elsewhere: its resync timer (a task of its own), an event of the
+also reconciled from elsewhere: the resync (a task of its own), an event of the
 Deployment it owns (that Deployment's worker), a change of a model an ensemble refers to
 (the model's worker). Passes of one object that overlap could each compute a status from
 their own view and land in any order; :class:`Serial` queues them instead. Entries live only
