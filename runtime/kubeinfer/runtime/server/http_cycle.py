@@ -42,6 +42,7 @@ def reply_whole(send, status: int, headers: bytes, body: bytes) -> bool:
     if cycle is None or cycle.response_started or cycle.flow.write_paused:
         return False
     cycle.response_started = cycle.response_complete = True
+    cycle.waiting_for_100_continue = False  # as uvicorn's send: no "100 Continue" after a reply
     if cycle.disconnected:
         return True  # as uvicorn: nothing is written to a lost connection
     parts = [STATUS_LINE[status]]
