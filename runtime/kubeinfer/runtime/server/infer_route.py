@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 _JSON = [(b"content-type", b"application/json")]
 _RETRY = [*_JSON, (b"retry-after", b"1")]  # with 503: not ready, queue full
 _BINARY = (b"content-type", b"application/octet-stream")
+
+
+def _lines(headers) -> bytes:
+    return b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+
+
+#: the encoded header lines of the two fixed header sets, for one-write replies
+_ENCODED = {id(_JSON): _lines(_JSON), id(_RETRY): _lines(_RETRY)}
 _HEADER_LEN = b"inference-header-content-length"
 
 
@@ -55,7 +63,7 @@ def shed_reply(servable: Servable):
             body = error_body(message(exc))
             return b"".join([
                 b"HTTP/1.1 503 Service Unavailable\r\n",
-                *(k + b": " + v + b"\r\n" for k, v in _RETRY),
+                _ENCODED[id(_RETRY)],
                 b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body,
             ])
         return None
@@ -173,7 +181,8 @@ def _on_disconnect(fut: asyncio.Future, task: asyncio.Task | None) -> None:
 
 
 async def _send(send, status: int, body: bytes, headers) -> None:
-    if reply_whole(send, status, b"".join(k + b": " + v + b"\r\n" for k, v in headers), body):
+    lines = _ENCODED.get(id(headers)) or _lines(headers)
+    if reply_whole(send, status, lines, body):
         return
     await send(
         {
