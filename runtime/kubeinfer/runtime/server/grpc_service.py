@@ -31,6 +31,7 @@ from kubeinfer.runtime.server.answers import (
     statistics,
 )
 from kubeinfer.runtime.server.errors import grpc_status_name, message
+from kubeinfer.runtime.server.grpcwire.server import GrpcWireServer
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
 
 class GrpcServer:
-    """A started grpc.aio server and its servicer (whose streams shutdown must end)."""
+    """A started gRPC server and its servicer (whose streams shutdown must end)."""
 
-    def __init__(self, server: grpc.aio.Server, servicer: InferenceServicer) -> None:
+    def __init__(self, server: GrpcWireServer, servicer: InferenceServicer) -> None:
         self.server = server
         self.servicer = servicer
 
@@ -246,22 +247,14 @@ class GrpcServer:
 async def start_grpc_server(
     servable: Servable, host: str, port: int, max_message_bytes: int, *, reuse_port: bool = False
 ) -> GrpcServer:
-    """A started grpc.aio server for ``servable``; raises RuntimeError if it cannot bind.
+    """A started gRPC server for ``servable``; raises RuntimeError if it cannot bind.
     ``reuse_port``: bind with ``SO_REUSEPORT`` (the workers of a pod share the port);
     otherwise a port already in use is an error, not a silently shared port."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
-    )
     servicer = InferenceServicer(servable)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if server.add_insecure_port(address) == 0:  # older grpcio reports failure this way
-        raise RuntimeError(f"cannot bind {address}")
-    await server.start()
+    server = GrpcWireServer(
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, servicer, max_message_bytes
+    )
+    await server.start(host, port, reuse_port=reuse_port)
     return GrpcServer(server, servicer)
 
 
