@@ -228,6 +228,7 @@ def test_kubectl_scale(kube_cluster, installed, ns):
     ({"model": {"uri": "s3://b/m"}, "replicas": -1}, "spec.replicas"),
     ({"model": {"uri": "s3://b/m"}, "runtime": {"gpus": 1, "resources": {"limits": {"nvidia.com/gpu": 1}}}},
      "not both"),
+    ({"model": {"uri": "s3://b/m"}, "runtime": {"gpus": 1, "workers": 2}}, "a GPU model runs one serving process"),
 ])
 def test_api_server_rejects_invalid_specs(kube_cluster, installed, ns, spec, words):
     doc = {"apiVersion": "kubeinfer.dev/v1alpha1", "kind": "InferenceModel",

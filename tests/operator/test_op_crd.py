@@ -87,6 +87,11 @@ def test_crd_surface():
     assert any("minReplicas" in r["rule"] for r in spec["x-kubernetes-validations"])
     assert any("pvc://" in r["rule"] for r in spec["properties"]["model"]["x-kubernetes-validations"])
     assert spec["properties"]["model"]["properties"]["uri"]["description"]  # kubectl explain
+    runtime = spec["properties"]["runtime"]
+    assert any("self.workers" in r["rule"] and r["fieldPath"] == ".workers" for r in runtime["x-kubernetes-validations"])
+    assert {k: runtime["properties"]["workers"][k] for k in ("type", "minimum", "maximum")} == {
+        "type": "integer", "minimum": 1, "maximum": 64}
+    assert "default" not in runtime["properties"]["workers"]  # unset: the operator chooses
 
 
 @pytest.mark.parametrize("doc", example_docs(), ids=lambda d: d["metadata"]["name"])
@@ -105,6 +110,7 @@ def test_examples_validate_against_crd_and_models(doc):
         ({"model": {"uri": "s3://b"}, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas"),
         ({"model": {"uri": "s3://b"}, "replicas": -1}, "replicas"),
         ({"model": {"uri": "s3://b"}, "bogus": 1}, "bogus"),
+        ({"model": {"uri": "s3://b"}, "runtime": {"gpus": 1, "workers": 2}}, "a GPU model runs one serving process"),
     ],
 )
 def test_models_reject_what_cel_rejects(spec, words):

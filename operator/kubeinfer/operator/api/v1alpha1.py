@@ -13,7 +13,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from kubeinfer.operator.api.autoscaling import Autoscaling
 from kubeinfer.operator.api.base import ApiModel
@@ -44,6 +53,8 @@ QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 PERCENT_PATTERN = r"^[0-9]+%$"
+GPU_RESOURCE = "nvidia.com/gpu"
+MAX_WORKERS = 64  # what `kubeinfer serve --workers` accepts
 
 
 def _int_or_string(pattern: str, what: str, example: str) -> Any:
@@ -165,6 +176,10 @@ class RuntimeSpec(_Model):
     """CPU, memory (and other) requests and limits of the runtime container."""
     gpus: int = Field(default=0, ge=0)
     """NVIDIA GPUs per pod: sets the nvidia.com/gpu limit and tolerates the nvidia.com/gpu taint."""
+    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS)
+    """Serving processes per pod sharing the ports (kubeinfer serve --workers; each loads the
+    model and holds its own memory). Default: one per whole CPU of the CPU limit (of the CPU
+    request without a limit), at least 1 and at most 8. A GPU model runs one and cannot set more."""
     env: list[EnvVar] = Field(default_factory=list)
     """Extra environment variables of the runtime container (KUBEINFER_* settings too)."""
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -185,6 +200,25 @@ class RuntimeSpec(_Model):
     pod's terminationGracePeriodSeconds is shutdownDelaySeconds + drainSeconds."""
     startup_timeout_seconds: int = Field(default=600, ge=10, le=7200)
     """How long a pod may take to load and warm up the model before it is restarted."""
+
+    @property
+    def uses_gpus(self) -> bool:
+        """The pods get NVIDIA GPUs (runtime.gpus, or an nvidia.com/gpu limit)."""
+        return bool(self.gpus) or GPU_RESOURCE in self.resources.limits
+
+    @field_validator("workers")
+    @classmethod
+    def _one_process_per_gpu_model(cls, workers: int | None, info: ValidationInfo) -> int | None:
+        resources = info.data.get("resources")
+        gpu_limit = resources is not None and GPU_RESOURCE in resources.limits
+        if workers is not None and workers > 1 and (info.data.get("gpus") or gpu_limit):
+            raise PydanticCustomError(
+                "gpu_workers",
+                "a GPU model runs one serving process ({workers} would each load the model onto the GPU); "
+                "leave workers unset or set it to 1",
+                {"workers": workers},
+            )
+        return workers
 
 
 class Rollout(_Model):
@@ -328,6 +362,15 @@ CEL_RULES: dict[str, list[dict[str, str]]] = {
             ),
             "message": "set either runtime.gpus or resources.limits['nvidia.com/gpu'], not both",
             "fieldPath": ".gpus",
+        },
+        {
+            "rule": (
+                "!has(self.workers) || self.workers <= 1 || ((!has(self.gpus) || self.gpus == 0) && "
+                "(!has(self.resources) || !has(self.resources.limits) || !('nvidia.com/gpu' in self.resources.limits)))"
+            ),
+            "message": "a GPU model runs one serving process: runtime.workers must be 1 or unset with runtime.gpus "
+            "or an nvidia.com/gpu limit",
+            "fieldPath": ".workers",
         },
     ],
 }

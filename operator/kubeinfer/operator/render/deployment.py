@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubeinfer.operator.api.v1alpha1 import GPU_RESOURCE
 from kubeinfer.operator.render.common import (
     CONFIG_DIR,
     CONFIG_HASH_ANNOTATION,
@@ -28,8 +29,8 @@ from kubeinfer.operator.render.common import (
     selector_labels,
 )
 from kubeinfer.operator.render.config import CONFIG_FILE, config_hash
+from kubeinfer.operator.render.workers import WORKERS_ENV, serving_processes
 
-GPU_RESOURCE = "nvidia.com/gpu"
 PROBE_PERIOD = 5
 
 
@@ -87,17 +88,21 @@ def serve_command(t: Target) -> list[str]:
 
 
 def runtime_env(t: Target) -> list[dict[str, Any]]:
-    return container_env(t.spec.runtime)
+    """The runtime's env; ``KUBEINFER_WORKERS`` only for more than one serving process, so
+    that a one-process pod's template stays what it was before the operator chose."""
+    n = serving_processes(t.spec.runtime)
+    return container_env(t.spec.runtime, [{"name": WORKERS_ENV, "value": str(n)}] if n > 1 else [])
 
 
-def container_env(rt: Any) -> list[dict[str, Any]]:
-    """Shutdown delay, log level, then the user's env (which wins); ``rt`` is a RuntimeSpec
-    or a RouterSpec."""
+def container_env(rt: Any, extra: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Shutdown delay, log level, ``extra``, then the user's env (which wins); ``rt`` is a
+    RuntimeSpec or a RouterSpec."""
     env: list[dict[str, Any]] = [
         {"name": "KUBEINFER_SHUTDOWN_DELAY_SECONDS", "value": str(rt.shutdown_delay_seconds)},
     ]
     if rt.log_level:
         env.append({"name": "KUBEINFER_LOG_LEVEL", "value": rt.log_level})
+    env += extra or []
     ours = {e["name"] for e in env}
     for var in rt.env:
         if var.name in ours:
@@ -120,7 +125,7 @@ def resources(t: Target) -> dict[str, Any]:
 
 
 def wants_gpu(t: Target) -> bool:
-    return bool(t.spec.runtime.gpus) or GPU_RESOURCE in t.spec.runtime.resources.limits
+    return t.spec.runtime.uses_gpus
 
 
 def tolerations(t: Target) -> list[dict[str, Any]]:
