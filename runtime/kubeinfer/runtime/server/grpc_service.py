@@ -1,4 +1,4 @@
-"""``inference.GRPCInferenceService`` (KServe v2 gRPC + Triton's extensions) on grpc.aio.
+"""``inference.GRPCInferenceService`` (KServe v2 gRPC + Triton's extensions) on ``server.grpcwire``.
 
 Each RPC is a thin step over the same servable the HTTP app serves: check the target
 model, decode with ``protocol.grpc_codec``, ``servable.infer``, encode. Runtime errors
@@ -43,7 +43,7 @@ def status_code(exc: BaseException) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, grpc_status_name(exc))
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+async def _abort(context, exc: BaseException) -> None:
     if not isinstance(exc, InferError):
         log.exception("gRPC request failed", exc_info=exc)
     await context.abort(status_code(exc), message(exc))

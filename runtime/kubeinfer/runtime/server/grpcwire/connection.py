@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 from kubeinfer.runtime.server.grpcwire import frames as f
 from kubeinfer.runtime.server.grpcwire.headers import HeaderDecoder
-from kubeinfer.runtime.server.grpcwire.streams import INTERNAL, MessageError, Stream, inflate, take_messages
+from kubeinfer.runtime.server.grpcwire.sending import Outbox
+from kubeinfer.runtime.server.grpcwire.streams import INTERNAL, Calls, MessageError, Stream, inflate, take_messages
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +28,6 @@ MAX_FRAME = 1024 * 1024
 MAX_STREAMS = 4096
 MAX_HEADER_LIST = 64 * 1024
 MAX_MESSAGE_TEXT = 4096  # longest grpc-message sent
-
-
-class Calls(Protocol):
-    """The server side of a connection: what a stream's request becomes."""
-
-    max_message_bytes: int
-
-    def open(self, conn: Connection, stream: Stream) -> bool:
-        """Headers of a new stream arrived; False if already answered (bad method...)."""
-
-    def request(self, conn: Connection, stream: Stream, message: bytes) -> None:
-        """A complete request message of ``stream``."""
-
-    def half_closed(self, conn: Connection, stream: Stream) -> None:
-        """The client sent everything on ``stream``."""
 
 
 class Connection(asyncio.Protocol):
@@ -59,20 +44,16 @@ class Connection(asyncio.Protocol):
         self._block = bytearray()
         self._block_ends = False
         self._decoder = HeaderDecoder(MAX_HEADER_LIST)
-        self._send_window = f.DEFAULT_WINDOW
         self._initial_send = f.DEFAULT_WINDOW
-        self._max_send_frame = f.DEFAULT_MAX_FRAME
         self._recv_window = CONNECTION_WINDOW
         self._recv_used = 0
-        self._out: list[bytes] = []
-        self._flush_soon = False
-        self._loop = asyncio.get_running_loop()
+        self._outbox = Outbox(asyncio.get_running_loop(), self._flush)
         self.closed = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self._out.append(
+        self._outbox.out.append(
             f.settings({
                 f.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 f.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
@@ -149,7 +130,7 @@ class Connection(asyncio.Protocol):
             if len(payload) != 8 or stream_id:
                 raise f.ProtocolError("bad PING", f.FRAME_SIZE_ERROR)
             if not flags & f.ACK:
-                self._out.append(f.frame(f.PING, f.ACK, 0, payload))
+                self._outbox.out.append(f.frame(f.PING, f.ACK, 0, payload))
         elif kind == f.RST_STREAM:
             if len(payload) != 4 or not stream_id:
                 raise f.ProtocolError("bad RST_STREAM", f.FRAME_SIZE_ERROR)
@@ -264,8 +245,8 @@ class Connection(asyncio.Protocol):
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME <= value <= 2**24 - 1:
                     raise f.ProtocolError("bad SETTINGS_MAX_FRAME_SIZE")
-                self._max_send_frame = value
-        self._out.append(f.frame(f.SETTINGS, f.ACK, 0))
+                self._outbox.max_frame = value
+        self._outbox.out.append(f.frame(f.SETTINGS, f.ACK, 0))
         self._resume_all()
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
@@ -275,8 +256,8 @@ class Connection(asyncio.Protocol):
         if not stream_id:
             if not increment:
                 raise f.ProtocolError("WINDOW_UPDATE of 0")
-            self._send_window += increment
-            if self._send_window > f.MAX_WINDOW:
+            self._outbox.window += increment
+            if self._outbox.window > f.MAX_WINDOW:
                 raise f.ProtocolError("window above 2^31-1", f.FLOW_CONTROL_ERROR)
             self._resume_all()
             return
@@ -288,12 +269,12 @@ class Connection(asyncio.Protocol):
     def _replenish(self) -> None:
         """WINDOW_UPDATEs once half a window was used."""
         if self._recv_used >= CONNECTION_WINDOW // 2:
-            self._out.append(f.window_update(0, self._recv_used))
+            self._outbox.out.append(f.window_update(0, self._recv_used))
             self._recv_window += self._recv_used
             self._recv_used = 0
         for stream in self.streams.values():
             if stream.recv_used >= STREAM_WINDOW // 2 and not stream.remote_done:
-                self._out.append(f.window_update(stream.id, stream.recv_used))
+                self._outbox.out.append(f.window_update(stream.id, stream.recv_used))
                 stream.recv_window += stream.recv_used
                 stream.recv_used = 0
 
@@ -304,13 +285,13 @@ class Connection(asyncio.Protocol):
             return
         if not stream.started:
             stream.started = True
-            self._out.append(f.frame(f.HEADERS, f.END_HEADERS, stream.id, f.RESPONSE_HEADERS))
+            self._outbox.out.append(f.frame(f.HEADERS, f.END_HEADERS, stream.id, f.RESPONSE_HEADERS))
         data = b"\x00" + len(message).to_bytes(4, "big") + message
         if stream.pending:
             stream.pending.append(data)
         else:
-            self._send_data(stream, data)
-        self._schedule_flush()
+            self._outbox.data(stream, data)
+        self._outbox.soon()
 
     def finish(self, stream: Stream, code: int = 0, message: str = "") -> None:
         """End ``stream`` with its trailers (``grpc-status`` ``code``)."""
@@ -324,9 +305,9 @@ class Connection(asyncio.Protocol):
         if stream.pending:
             stream.tail = trailer  # after the DATA still held back
         else:
-            self._out.append(trailer)
+            self._outbox.out.append(trailer)
             self._closed_locally(stream)
-        self._schedule_flush()
+        self._outbox.soon()
 
     def answer(self, stream: Stream, code: int, message: str) -> None:
         """An error reply for a stream whose call never started (or must stop)."""
@@ -336,40 +317,16 @@ class Connection(asyncio.Protocol):
     def refuse(self, stream: Stream, status: int) -> None:
         """A non-gRPC HTTP reply (e.g. 415 for a request that is not gRPC)."""
         stream.done = True
-        self._out.append(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, f.status_only(status)))
+        self._outbox.out.append(f.frame(f.HEADERS, f.END_HEADERS | f.END_STREAM, stream.id, f.status_only(status)))
         self._closed_locally(stream)
 
-    def _send_data(self, stream: Stream, data: bytes) -> None:
-        """Write as much of ``data`` as both windows allow; hold the rest."""
-        allowed = min(self._send_window, stream.send_window)
-        if len(data) <= allowed and len(data) <= self._max_send_frame:
-            self._out.append(f.frame(f.DATA, 0, stream.id, data))
-            self._send_window -= len(data)
-            stream.send_window -= len(data)
-            return
-        at = 0
-        while at < len(data) and allowed > 0:
-            n = min(allowed, self._max_send_frame, len(data) - at)
-            self._out.append(f.frame(f.DATA, 0, stream.id, data[at : at + n]))
-            at += n
-            allowed -= n
-            self._send_window -= n
-            stream.send_window -= n
-        if at < len(data):
-            stream.pending.insert(0, data[at:])
-
     def _resume(self, stream: Stream) -> None:
-        while stream.pending and min(self._send_window, stream.send_window) > 0 and not self.closed:
-            self._send_data(stream, stream.pending.pop(0))
-        if not stream.pending and stream.tail is not None:
-            self._out.append(stream.tail)
-            stream.tail = None
+        if not self.closed and self._outbox.resume(stream):
             self._closed_locally(stream)
-        self._schedule_flush()
 
     def _resume_all(self) -> None:
         for stream in [s for s in self.streams.values() if s.pending]:
-            if self._send_window <= 0:
+            if self._outbox.window <= 0:
                 break
             self._resume(stream)
 
@@ -378,12 +335,12 @@ class Connection(asyncio.Protocol):
             self._drop(stream)
         elif not stream.pending:
             # the answer is complete before the request: the client need not send the rest
-            self._out.append(f.rst_stream(stream.id, f.NO_ERROR))
+            self._outbox.out.append(f.rst_stream(stream.id, f.NO_ERROR))
             stream.remote_done = True
             self._drop(stream)
 
     def _reset(self, stream: Stream, code: int) -> None:
-        self._out.append(f.rst_stream(stream.id, code))
+        self._outbox.out.append(f.rst_stream(stream.id, code))
         stream.done = stream.remote_done = True
         self._forget(stream, cancel=True)
 
@@ -403,19 +360,12 @@ class Connection(asyncio.Protocol):
             stream.done = True
             self._cancel_call(stream)
         if self._goaway_at is not None and not self.streams:
-            self._schedule_flush()
+            self._outbox.soon()
 
     # -- output and shutdown ----------------------------------------------------------
-    def _schedule_flush(self) -> None:
-        if not self._flush_soon:
-            self._flush_soon = True
-            self._loop.call_soon(self._flush)
-
     def _flush(self) -> None:
-        self._flush_soon = False
-        if self._out and not self.closed:
-            out, self._out = self._out, []
-            self.transport.write(b"".join(out))
+        if self._outbox.out and not self.closed:
+            self.transport.write(self._outbox.take())
         if self._goaway_at is not None and not self.streams and not self.closed:
             self.transport.close()
 
@@ -423,8 +373,8 @@ class Connection(asyncio.Protocol):
         """No new streams (GOAWAY); the connection closes once its streams are answered."""
         if self._goaway_at is None and not self.closed:
             self._goaway_at = self._last_id
-            self._out.append(f.goaway(self._last_id))
-            self._schedule_flush()
+            self._outbox.out.append(f.goaway(self._last_id))
+            self._outbox.soon()
 
     def abort(self) -> None:
         if not self.closed:
@@ -433,8 +383,7 @@ class Connection(asyncio.Protocol):
     def _fail(self, exc: f.ProtocolError) -> None:
         log.debug("gRPC connection error: %s", exc)
         if self.transport is not None and not self.closed:
-            self._out.append(f.goaway(self._last_id, exc.code, str(exc).encode()[:256]))
-            out, self._out = self._out, []
-            self.transport.write(b"".join(out))
+            self._outbox.out.append(f.goaway(self._last_id, exc.code, str(exc).encode()[:256]))
+            self.transport.write(self._outbox.take())
             self.transport.close()
         self.closed = True

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from kubeinfer.runtime.server.grpcwire.connection import Connection
 
 INTERNAL, RESOURCE_EXHAUSTED = 13, 8
 
@@ -50,6 +54,21 @@ class Stream:
             if key == name:
                 return value
         return None
+
+
+class Calls(Protocol):
+    """The server side of a connection: what a stream's request becomes."""
+
+    max_message_bytes: int
+
+    def open(self, conn: Connection, stream: Stream) -> bool:
+        """Headers of a new stream arrived; False if already answered (bad method...)."""
+
+    def request(self, conn: Connection, stream: Stream, message: bytes) -> None:
+        """A complete request message of ``stream``."""
+
+    def half_closed(self, conn: Connection, stream: Stream) -> None:
+        """The client sent everything on ``stream``."""
 
 
 def take_messages(stream: Stream, data: bytes, limit: int) -> list[tuple[int, bytes]]:
