@@ -35,9 +35,8 @@ class HeaderDecoder:
         except hpack.HPACKError as exc:
             raise ProtocolError(f"bad header block: {exc}", COMPRESSION_ERROR) from None
         entries = self._table.dynamic_entries
-        if (len(entries), entries[0] if entries else None, self._table.maxsize) == before and (
-            before[1] is None or entries[0] is before[1]
-        ):
+        after = (len(entries), entries[0] if entries else None, self._table.maxsize)
+        if after[0] == before[0] and after[1] is before[1] and after[2] == before[2]:
             if len(self._cache) >= _CACHE_ENTRIES:
                 self._cache.clear()
             self._cache[block] = (self._generation, headers)
