@@ -42,9 +42,9 @@ from dataclasses import dataclass
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kubeinfer.runtime.server.http_cycle import disconnected
+from kubeinfer.runtime.server.http_fast import FastInferProtocol
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def _reply(status: bytes, message: str) -> bytes:
     ])
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under ``limits`` (bound by ``protocol_class``)."""
+class LimitedHttpToolsProtocol(FastInferProtocol):
+    """uvicorn's httptools protocol (with the fast infer path of ``http_fast``) under
+    ``limits`` (bound by ``protocol_class``)."""
 
     limits = ConnectionLimits()
     shedding: Shedding | None = None
