@@ -93,11 +93,13 @@ class _Transport(asyncio.Transport):
         pass
 
 
-def _connect(servable: _Servable, max_body_bytes: int = 1 << 20):
+def _connect(servable: _Servable, max_body_bytes: int = 1 << 20, keep_alive: float = 5,
+             limits: ConnectionLimits = ConnectionLimits()):
     route = InferRoute(servable, _fallback, max_body_bytes)
-    config = uvicorn.Config(route, lifespan="off", access_log=False, log_level="warning", proxy_headers=False)
+    config = uvicorn.Config(route, lifespan="off", access_log=False, log_level="warning", proxy_headers=False,
+                            timeout_keep_alive=keep_alive)
     config.load()
-    proto = protocol_class(ConnectionLimits())(config=config, server_state=ServerState(), app_state={},
+    proto = protocol_class(limits)(config=config, server_state=ServerState(), app_state={},
                                                _loop=asyncio.get_running_loop())
     transport = _Transport()
     proto.connection_made(transport)
@@ -214,3 +216,15 @@ async def test_a_lost_connection_cancels_its_request_and_starts_none_behind_it()
     await asyncio.sleep(0.01)
     assert servable.cancelled == [1.0] and servable.started == [1.0]  # 2.0 never started
     assert transport.out == b"" and not proto.tasks
+
+
+async def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout():
+    limits = ConnectionLimits(header_timeout_seconds=0.2, body_timeout_seconds=0.2)  # sweeps every 0.05 s
+    proto, transport = _connect(_Servable(), keep_alive=0.1, limits=limits)
+    for value in (1.0, 2.0):  # a request in time keeps it open
+        proto.data_received(_request(_body(value)))
+        await _until(lambda: transport.out.count(b"200 OK") == value)
+        await asyncio.sleep(0.03)
+        assert not transport.closed
+    await _until(lambda: transport.closed)
+    assert transport.out.count(b"HTTP/1.1") == 2  # closed without a word (no 408)
