@@ -28,7 +28,8 @@ dispatch of the next batch and starve the requests being served.
 
 Deadlines are plain numbers on the connection, checked by one sweeper task per server
 (a few times per timeout) rather than a timer per request: the infer path pays a clock
-read, not a timer. Idle kept-alive connections keep uvicorn's ``timeout_keep_alive``.
+read, not a timer. Idle kept-alive connections keep uvicorn's ``timeout_keep_alive``,
+checked by the same sweeper (uvicorn arms and cancels a timer per response for it).
 A malformed request gets ``400`` with a JSON error body, like every other error.
 """
 
@@ -42,9 +43,9 @@ from dataclasses import dataclass
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kubeinfer.runtime.server.http_cycle import disconnected
+from kubeinfer.runtime.server.http_fast import FastInferProtocol
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ def _reply(status: bytes, message: str) -> bytes:
     ])
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol under ``limits`` (bound by ``protocol_class``)."""
+class LimitedHttpToolsProtocol(FastInferProtocol):
+    """uvicorn's httptools protocol (with the fast infer path of ``http_fast``) under
+    ``limits`` (bound by ``protocol_class``)."""
 
     limits = ConnectionLimits()
     shedding: Shedding | None = None
@@ -108,6 +110,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._chunk = 0
         self._deadline: float | None = None
         self._paused_until: float | None = None
+        self._idle_until: float | None = None  # kept alive without a request until then
 
     # -- deadlines ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -143,7 +146,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- data --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the header limit and a JSON body for a malformed request
-        self._unset_keepalive_if_required()
+        self._idle_until = None
         self._completed_in_feed = False
         self._chunk = len(data)
         try:
@@ -207,15 +210,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(reply)
         if not self.parser.should_keep_alive():
             self.transport.close()
-        super().on_response_complete()
+        self._next_request()
         self.transport.pause_reading()
         self._paused_until = self.loop.time() + shedding.retry_after_seconds
         self._paused.append(self)
         return True
 
+    def _next_request(self) -> None:
+        # uvicorn's on_response_complete (start the next pipelined request), with the
+        # keep-alive timeout as a deadline for the sweeper instead of a timer
+        self.server_state.total_requests += 1
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                self._idle_until = self.loop.time() + self.timeout_keep_alive
+
     def on_response_complete(self) -> None:
+        self._next_request()
         # a served request is done: room for one more, so one shed connection is read again
-        super().on_response_complete()
         paused = self._paused
         while paused:
             conn = paused.popleft()
@@ -242,6 +257,10 @@ async def _sweep(cls: type[LimitedHttpToolsProtocol], connections: set) -> None:
             deadline = getattr(conn, "_deadline", None)
             if deadline is not None and now >= deadline:
                 conn.expire()
+            idle_until = getattr(conn, "_idle_until", None)
+            if idle_until is not None and now >= idle_until:
+                conn._idle_until = None
+                conn.timeout_keep_alive_handler()
             paused_until = getattr(conn, "_paused_until", None)
             if paused_until is not None and now >= paused_until:
                 conn.resume()

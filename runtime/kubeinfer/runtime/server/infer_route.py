@@ -7,6 +7,12 @@ abandoned request never reaches the backend: under uvicorn's httptools protocol 
 connection says so itself (``http_cycle.watch_disconnect``), elsewhere a watcher task
 reads ``http.disconnect``. Under that protocol a response goes out in one write
 (``http_cycle.reply_whole``), else as the two ASGI messages.
+
+Under kubeinfer's own protocol (``http_limits``) an infer request of the served model
+does not come through ASGI at all: the protocol collects its body and calls the lean
+entry ``admit``/``infer`` (``fast_infer``, see ``http_fast``), which answers with the
+reply's status, header lines and body. ASGI (``__call__``) serves everything else: other
+models, other servers, test clients.
 """
 
 from __future__ import annotations
@@ -35,6 +41,13 @@ def _lines(headers) -> bytes:
 #: the encoded header lines of the two fixed header sets, for one-write replies
 _ENCODED = {id(_JSON): _lines(_JSON), id(_RETRY): _lines(_RETRY)}
 _HEADER_LEN = b"inference-header-content-length"
+#: a binary reply's header lines, up to the value of its JSON header's length
+_BINARY_LINES = _lines([_BINARY]) + _HEADER_LEN + b": "
+
+
+def _error_reply(exc: InferError) -> tuple[int, bytes, bytes]:
+    status = http_status(exc)
+    return status, _ENCODED[id(_RETRY if status == 503 else _JSON)], error_body(message(exc))
 
 
 def parse_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -78,6 +91,53 @@ class InferRoute:
         self.max_body_bytes = max_body_bytes
         #: the servable's cheap "queue full?" check, run before the body is read
         self.check_capacity = getattr(servable, "check_capacity", None) or (lambda: None)
+        #: the raw request targets the protocol serves itself (``http_fast``)
+        self.paths = frozenset({
+            f"/v2/models/{servable.name}/infer".encode(),
+            f"/v2/models/{servable.name}/versions/{servable.version}/infer".encode(),
+        })
+        self.too_large = (413, _ENCODED[id(_JSON)], error_body(f"request body exceeds {max_body_bytes} bytes"))
+
+    @property
+    def fast_infer(self) -> InferRoute:
+        """The entry for ``http_fast``: ``paths``, ``max_body_bytes``, ``too_large``,
+        ``admit`` and ``infer``."""
+        return self
+
+    def admit(self, headers) -> tuple[int, bytes, bytes] | None:
+        """Before the body is read: a reply if the request is refused (queue full,
+        ``Content-Length`` over the limit), else None."""
+        try:
+            self.check_capacity()
+            for key, value in headers:
+                if key == b"content-length":
+                    if _int_header(value, "Content-Length") > self.max_body_bytes:
+                        return self.too_large
+        except InferError as exc:
+            return _error_reply(exc)
+        return None
+
+    async def infer(self, headers, body: bytes) -> tuple[int, bytes, bytes]:
+        """A whole request, answered: decode, the servable, encode (the reply's status,
+        header lines and body). Cancelling it while it waits drops the request."""
+        try:
+            header_length = None
+            for key, value in headers:
+                if key == _HEADER_LEN:
+                    header_length = _int_header(value, "Inference-Header-Content-Length")
+            request = decode_request(body, header_length)
+            response = await self.servable.infer(request)
+            payload, json_length = encode_response(
+                response, request, self.servable.labels, self.servable.batched
+            )
+        except InferError as exc:
+            return _error_reply(exc)
+        except Exception as exc:  # never let a request take the server down
+            log.exception("inference failed")
+            return 500, _ENCODED[id(_JSON)], error_body(message(exc))
+        if json_length is None:
+            return 200, _ENCODED[id(_JSON)], payload
+        return 200, _BINARY_LINES + b"%d\r\n" % json_length, payload
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
