@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 #: top-level modules of the ``serve`` extra that every data-plane component imports
 DATA_PLANE = ("numpy", "fastapi", "uvicorn", "grpc", "tritonclient", "orjson", "prometheus_client",
-              "httpx", "httptools", "pydantic_settings")
+              "httpx", "httptools", "hpack", "pydantic_settings")
 
 
 class Subcommand(NamedTuple):
