@@ -27,6 +27,7 @@ import asyncio
 import base64
 import functools
 import http.server
+import hashlib
 import json
 import os
 import re
@@ -222,6 +223,26 @@ def test_images_are_small_non_root_and_without_build_tools(images):
         assert not {"pip", "pip3", "/wheels", "/opt/build", "/root/.cache", "/etc/pip.conf"} & set(listing), listing
         assert not [x for x in listing if x.endswith(("/gcc", "/cc"))], listing
         assert str(RUNTIME_UID) in listing
+
+
+def test_images_hold_this_checkouts_code_and_requirements(images):
+    """The image is today's source, not a cached layer of an older one (buildah's cache does
+    not key a bind mount by its content; images/build.sh passes SOURCE_DIGEST for that)."""
+    for name, image, package in (("runtime", images["runtime"], "runtime"), ("operator", images["operator"], "operator")):
+        files = sorted(p.relative_to(REPO / package) for p in (REPO / package / "kubeinfer").rglob("*.py"))
+        local = hashlib.sha256(b"".join((REPO / package / f).read_bytes() for f in files)).hexdigest()
+        script = (
+            "import hashlib, importlib.metadata as m, os, sys, kubeinfer\n"
+            "root = os.path.dirname(list(kubeinfer.__path__)[0])\n"
+            "files = sys.argv[1:]\n"
+            "print(hashlib.sha256(b''.join(open(os.path.join(root, f), 'rb').read() for f in files)).hexdigest())\n"
+            "print(' '.join(sorted(d.metadata['Name'].lower() for d in m.distributions())))\n"
+        )
+        out = _podman("run", "--rm", "--network", "none", "--entrypoint", "/opt/kubeinfer/bin/python", image,
+                      "-c", script, *map(str, files)).stdout.split("\n")
+        assert out[0] == local, f"{name} image: installed kubeinfer differs from {package}/kubeinfer"
+        if name == "runtime":  # every requirement of the serve extra is installed
+            assert {"hpack", "httptools", "grpcio", "orjson"} <= set(out[1].split()), out[1]
 
 
 # ---- the runtime image, as the rendered Deployment runs it ------------------------------------

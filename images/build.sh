@@ -34,11 +34,21 @@ version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -1)"
 REGISTRY="${REGISTRY:-ghcr.io/kubeinfer}"
 TAG="${TAG:-$version}"
 read -r -a flags <<<"${BUILD_FLAGS:-}"
+# The digest of what the builder stage reads. The final stage installs the builder's wheels
+# through a bind mount, and buildah's layer cache (podman) does not look at a mount's
+# content: without this build arg in the final RUN, a changed wheel set would reuse the
+# old installed layer. (BuildKit keys mounts by content; the arg is harmless there.)
+source_digest="$(
+    git ls-files -z --cached --others --exclude-standard -- \
+        .dockerignore pyproject.toml README.md images runtime operator 2>/dev/null \
+        | grep -zv __pycache__ | sort -z | xargs -0 sha256sum 2>/dev/null | sha256sum | cut -c1-16
+)"
 
 build() {  # build <image> <dockerfile> [base image]
     local image="$1" dockerfile="$2" base="${3:-}" args=()
     if [[ -n "${PRINT_ONLY:-}" ]]; then echo "$image"; return; fi
     [[ -n "$base" ]] && args+=(--build-arg "BASE_IMAGE=$base")
+    args+=(--build-arg "SOURCE_DIGEST=$source_digest")
     echo "build.sh: building $image from $dockerfile${base:+ on $base}" >&2
     local t0=$SECONDS
     "${cli[@]}" build -f "$dockerfile" -t "$image" "${args[@]}" "${flags[@]}" . >&2
