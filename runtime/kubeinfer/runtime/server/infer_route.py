@@ -29,25 +29,17 @@ from kubeinfer.runtime.server.http_cycle import reply_whole, watch_disconnect
 
 log = logging.getLogger(__name__)
 
-_JSON = [(b"content-type", b"application/json")]
-_RETRY = [*_JSON, (b"retry-after", b"1")]  # with 503: not ready, queue full
-_BINARY = (b"content-type", b"application/octet-stream")
-
-
-def _lines(headers) -> bytes:
-    return b"".join(k + b": " + v + b"\r\n" for k, v in headers)
-
-
-#: the encoded header lines of the two fixed header sets, for one-write replies
-_ENCODED = {id(_JSON): _lines(_JSON), id(_RETRY): _lines(_RETRY)}
+# a reply's header lines, encoded once (content-length is added per reply)
+_JSON = b"content-type: application/json\r\n"
+_RETRY = _JSON + b"retry-after: 1\r\n"  # with 503: not ready, queue full
 _HEADER_LEN = b"inference-header-content-length"
 #: a binary reply's header lines, up to the value of its JSON header's length
-_BINARY_LINES = _lines([_BINARY]) + _HEADER_LEN + b": "
+_BINARY = b"content-type: application/octet-stream\r\n" + _HEADER_LEN + b": "
 
 
 def _error_reply(exc: InferError) -> tuple[int, bytes, bytes]:
     status = http_status(exc)
-    return status, _ENCODED[id(_RETRY if status == 503 else _JSON)], error_body(message(exc))
+    return status, _RETRY if status == 503 else _JSON, error_body(message(exc))
 
 
 def parse_infer_path(path: str) -> tuple[str, str | None] | None:
@@ -76,7 +68,7 @@ def shed_reply(servable: Servable):
             body = error_body(message(exc))
             return b"".join([
                 b"HTTP/1.1 503 Service Unavailable\r\n",
-                _ENCODED[id(_RETRY)],
+                _RETRY,
                 b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body,
             ])
         return None
@@ -96,7 +88,7 @@ class InferRoute:
             f"/v2/models/{servable.name}/infer".encode(),
             f"/v2/models/{servable.name}/versions/{servable.version}/infer".encode(),
         })
-        self.too_large = (413, _ENCODED[id(_JSON)], error_body(f"request body exceeds {max_body_bytes} bytes"))
+        self.too_large = (413, _JSON, error_body(f"request body exceeds {max_body_bytes} bytes"))
 
     @property
     def fast_infer(self) -> InferRoute:
@@ -134,10 +126,10 @@ class InferRoute:
             return _error_reply(exc)
         except Exception as exc:  # never let a request take the server down
             log.exception("inference failed")
-            return 500, _ENCODED[id(_JSON)], error_body(message(exc))
+            return 500, _JSON, error_body(message(exc))
         if json_length is None:
-            return 200, _ENCODED[id(_JSON)], payload
-        return 200, _BINARY_LINES + b"%d\r\n" % json_length, payload
+            return 200, _JSON, payload
+        return 200, _BINARY + b"%d\r\n" % json_length, payload
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/infer"):
@@ -148,55 +140,44 @@ class InferRoute:
         await self.fallback(scope, receive, send)
 
     async def handle(self, target, scope, receive, send) -> None:
+        """The ASGI way to the same ``admit`` and ``infer``: the body from ``receive()``,
+        a disconnect from the connection (or a watcher task), the reply through ``send``."""
+        headers = scope["headers"]
         try:
             check_target(self.servable, *target)
-            self.check_capacity()
-            header_length = None
-            for key, value in scope["headers"]:
-                if key == _HEADER_LEN:
-                    header_length = _int_header(value, "Inference-Header-Content-Length")
-                elif key == b"content-length":
-                    if _int_header(value, "Content-Length") > self.max_body_bytes:
-                        raise _TooLarge()
-            body = await self._read_body(receive)
-            request = decode_request(body, header_length)
-            task = asyncio.current_task()
-            if watch_disconnect(send, lambda: task.cancel(_GONE)):
-                try:
-                    response = await self.servable.infer(request)
-                finally:
-                    watch_disconnect(send, None)
-            else:
-                watcher = asyncio.ensure_future(receive())
-                watcher.add_done_callback(lambda f: _on_disconnect(f, task))
-                try:
-                    response = await self.servable.infer(request)
-                finally:
-                    watcher.cancel()
-            payload, json_length = encode_response(
-                response, request, self.servable.labels, self.servable.batched
-            )
-        except _TooLarge:
-            await _send(send, 413, error_body(f"request body exceeds {self.max_body_bytes} bytes"), _JSON)
-            return
-        except _ClientGone:
-            return
-        except asyncio.CancelledError as exc:
-            if exc.args and exc.args[0] == _GONE:
-                return  # the client is gone; the scheduler dropped its request
-            raise
+            reply = self.admit(headers)
         except InferError as exc:
-            status = http_status(exc)
-            await _send(send, status, error_body(message(exc)), _RETRY if status == 503 else _JSON)
-            return
-        except Exception as exc:  # never let a request take the server down
-            log.exception("inference failed")
-            await _send(send, 500, error_body(message(exc)), _JSON)
-            return
-        if json_length is None:
-            await _send(send, 200, payload, _JSON)
-        else:
-            await _send(send, 200, payload, [_BINARY, (_HEADER_LEN, b"%d" % json_length)])
+            reply = _error_reply(exc)
+        if reply is None:
+            try:
+                body = await self._read_body(receive)
+            except _TooLarge:
+                reply = self.too_large
+            except _ClientGone:
+                return
+            else:
+                try:
+                    reply = await self._watched(self.infer(headers, body), receive, send)
+                except asyncio.CancelledError as exc:
+                    if exc.args and exc.args[0] == _GONE:
+                        return  # the client is gone; the scheduler dropped its request
+                    raise
+        await _send(send, *reply)
+
+    async def _watched(self, infer, receive, send):
+        """``infer``, cancelled if the client disconnects meanwhile."""
+        task = asyncio.current_task()
+        if watch_disconnect(send, lambda: task.cancel(_GONE)):
+            try:
+                return await infer
+            finally:
+                watch_disconnect(send, None)
+        watcher = asyncio.ensure_future(receive())
+        watcher.add_done_callback(lambda f: _on_disconnect(f, task))
+        try:
+            return await infer
+        finally:
+            watcher.cancel()
 
     async def _read_body(self, receive) -> bytes:
         chunks = []
@@ -240,10 +221,12 @@ def _on_disconnect(fut: asyncio.Future, task: asyncio.Task | None) -> None:
         task.cancel(_GONE)
 
 
-async def _send(send, status: int, body: bytes, headers) -> None:
-    lines = _ENCODED.get(id(headers)) or _lines(headers)
+async def _send(send, status: int, lines: bytes, body: bytes) -> None:
+    """A reply (``lines``: encoded header lines, no content-length) in one write, or as
+    the two ASGI messages where ``send`` cannot do that."""
     if reply_whole(send, status, lines, body):
         return
+    headers = [tuple(line.split(b": ", 1)) for line in lines.split(b"\r\n") if line]
     await send(
         {
             "type": "http.response.start",
