@@ -49,6 +49,8 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad ünïcode % input")
         if kind == "raise":
             raise RuntimeError("boom")
+        if kind == "len":
+            return pb.ModelInferResponse(id=str(len(request.raw_input_contents[0])))
         if kind == "deadline":
             remaining = context.time_remaining()
             return pb.ModelInferResponse(id=f"{remaining:.3f}")
@@ -80,6 +82,24 @@ async def test_many_concurrent_calls_on_one_connection_each_get_their_answer(ser
         big = await stub.ModelInfer(pb.ModelInferRequest(id="big:3000000"))  # > the client's window
     assert [r.id for r in replies] == [str(i) for i in range(300)]
     assert big.raw_output_contents[0] == b"x" * 3_000_000
+
+
+async def test_requests_larger_than_the_stream_window_are_received_whole():
+    """A 9 MB request: more than the 4 MiB stream window and half the connection's, so
+    the client needs this server's WINDOW_UPDATEs for the stream and the connection."""
+    server = GrpcWireServer(service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, Servicer(), 16 << 20)
+    await server.start("127.0.0.1", 0)
+    channel, stub = _stub(server._server.sockets[0].getsockname()[1],
+                          options=[("grpc.max_send_message_length", -1)])
+    try:
+        async with channel:
+            replies = await asyncio.gather(*(
+                stub.ModelInfer(pb.ModelInferRequest(id="len", raw_input_contents=[b"r" * 9_000_000]), timeout=30)
+                for _ in range(2)
+            ))
+    finally:
+        await server.stop(5)
+    assert [r.id for r in replies] == ["9000000", "9000000"]
 
 
 async def test_gzip_and_deflate_requests_are_decompressed(served):

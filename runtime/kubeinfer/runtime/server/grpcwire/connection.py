@@ -47,6 +47,7 @@ class Connection(asyncio.Protocol):
         self._initial_send = f.DEFAULT_WINDOW
         self._recv_window = CONNECTION_WINDOW
         self._recv_used = 0
+        self._blocked: dict[int, Stream] = {}  # streams with DATA held back by flow control
         self._outbox = Outbox(asyncio.get_running_loop(), self._flush)
         self.closed = False
 
@@ -172,6 +173,10 @@ class Connection(asyncio.Protocol):
                 self.answer(stream, exc.code, exc.text)
         if flags & f.END_STREAM:
             self._end_of_requests(stream)
+        elif stream.recv_used >= STREAM_WINDOW // 2 and not stream.remote_done:
+            self._outbox.out.append(f.window_update(stream.id, stream.recv_used))  # half used
+            stream.recv_window += stream.recv_used
+            stream.recv_used = 0
 
     def _end_of_requests(self, stream: Stream) -> None:
         stream.remote_done = True
@@ -267,16 +272,12 @@ class Connection(asyncio.Protocol):
             self._resume(stream)
 
     def _replenish(self) -> None:
-        """WINDOW_UPDATEs once half a window was used."""
+        """The connection's WINDOW_UPDATE once half its window was used (a stream's:
+        ``_data``)."""
         if self._recv_used >= CONNECTION_WINDOW // 2:
             self._outbox.out.append(f.window_update(0, self._recv_used))
             self._recv_window += self._recv_used
             self._recv_used = 0
-        for stream in self.streams.values():
-            if stream.recv_used >= STREAM_WINDOW // 2 and not stream.remote_done:
-                self._outbox.out.append(f.window_update(stream.id, stream.recv_used))
-                stream.recv_window += stream.recv_used
-                stream.recv_used = 0
 
     # -- replies ----------------------------------------------------------------------
     def send_message(self, stream: Stream, message: bytes) -> None:
@@ -291,6 +292,8 @@ class Connection(asyncio.Protocol):
             stream.pending.append(data)
         else:
             self._outbox.data(stream, data)
+            if stream.pending:
+                self._blocked[stream.id] = stream
         self._outbox.soon()
 
     def finish(self, stream: Stream, code: int = 0, message: str = "") -> None:
@@ -321,11 +324,16 @@ class Connection(asyncio.Protocol):
         self._closed_locally(stream)
 
     def _resume(self, stream: Stream) -> None:
-        if not self.closed and self._outbox.resume(stream):
+        if self.closed:
+            return
+        done = self._outbox.resume(stream)
+        if not stream.pending:
+            self._blocked.pop(stream.id, None)
+        if done:
             self._closed_locally(stream)
 
     def _resume_all(self) -> None:
-        for stream in [s for s in self.streams.values() if s.pending]:
+        for stream in list(self._blocked.values()):
             if self._outbox.window <= 0:
                 break
             self._resume(stream)
@@ -354,6 +362,7 @@ class Connection(asyncio.Protocol):
 
     def _forget(self, stream: Stream, *, cancel: bool) -> None:
         self.streams.pop(stream.id, None)
+        self._blocked.pop(stream.id, None)
         if stream.timer is not None:
             stream.timer.cancel()
         if cancel:

@@ -124,10 +124,10 @@ class GrpcWireServer:
         if not content_type.startswith(b"application/grpc"):
             conn.refuse(stream, 415)
             return False
-        handler = self._methods.get(stream.header(b":path") or b"")
+        path = stream.header(b":path") or b""
+        handler = self._methods.get(path)
         if handler is None:
-            path = (stream.header(b":path") or b"").decode("latin-1")
-            conn.answer(stream, _UNIMPLEMENTED, f"Method not found: {path}")
+            conn.answer(stream, _UNIMPLEMENTED, f"Method not found: {path.decode('latin-1')}")
             return False
         stream.encoding = stream.header(b"grpc-encoding") or b""
         if stream.encoding not in _ENCODINGS:
